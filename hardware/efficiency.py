@@ -1,0 +1,121 @@
+"""Achievable-efficiency parameters of an accelerator (and optionally an engine on it).
+
+A handful of physical numbers per device, in the spirit of Calculon's per-device efficiency
+tables: what fraction of peak FLOP/s a large GEMM reaches, how that fraction falls for GEMMs with
+few rows, what fraction of peak memory bandwidth streaming reads reach, and what the host pays
+per kernel launch. Fitted on public measurements by `fleetplan calibrate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import SpecError
+
+
+@dataclass(frozen=True, slots=True)
+class Efficiency:
+    """Efficiency parameters; fractions are of dense peak, times in seconds."""
+
+    compute: float = 0.70
+    """Fraction of dense peak FLOP/s reached by large GEMMs."""
+    gemm_rows_half: float = 32.0
+    """GEMM rows (tokens) at which a GEMM reaches half of `compute` (small GEMMs idle SMs)."""
+    memory: float = 0.85
+    """Fraction of peak memory bandwidth reached by streaming reads (weights, KV cache)."""
+    network: float = 0.80
+    """Fraction of link bandwidth collectives reach."""
+    kernel_launch_s: float = 4e-6
+    """Host time to issue one kernel (CPU-side launch and scheduling), seconds."""
+
+    def __post_init__(self) -> None:
+        for name in ("compute", "memory", "network"):
+            value = getattr(self, name)
+            if not (0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        if not (math.isfinite(self.gemm_rows_half) and self.gemm_rows_half >= 0):
+            raise ValueError("gemm_rows_half must be >= 0")
+        if not (math.isfinite(self.kernel_launch_s) and self.kernel_launch_s >= 0):
+            raise ValueError("kernel_launch_s must be >= 0")
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(Efficiency))
+
+    def updated(self, values: Mapping[str, float]) -> Efficiency:
+        return replace(self, **dict(values))
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.names()}
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Efficiency parameters: a default, per accelerator, per accelerator and engine family."""
+
+    default: Efficiency
+    per_accelerator: Mapping[str, Efficiency]
+    per_engine: Mapping[str, Efficiency]
+    """Keyed "accelerator@engine" (engine family, e.g. "h100-sxm@trtllm")."""
+    source: str = ""
+
+    def for_device(self, accelerator: str, engine: str | None = None) -> Efficiency:
+        family = engine.split("@", 1)[0] if engine else None
+        if family and f"{accelerator}@{family}" in self.per_engine:
+            return self.per_engine[f"{accelerator}@{family}"]
+        return self.per_accelerator.get(accelerator, self.default)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The YAML-ready form: only values that differ from their parent are written."""
+        base = self.default.as_dict()
+        out: dict[str, Any] = {"default": base, "source": self.source}
+        out["accelerators"] = {k: _diff(v.as_dict(), base)
+                               for k, v in sorted(self.per_accelerator.items())}
+        out["engines"] = {k: _diff(v.as_dict(), self.for_device(k.split("@")[0]).as_dict())
+                          for k, v in sorted(self.per_engine.items())}
+        return out
+
+
+def _diff(values: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if not math.isclose(v, base[k], rel_tol=1e-12)}
+
+
+def parse_calibration(data: Any, file: str) -> CalibrationSet:
+    """A calibration mapping (the output of `fleetplan calibrate`) into a CalibrationSet."""
+    from .fields import Fields
+
+    top = Fields(data, file)
+    allowed = set(Efficiency.names())
+
+    def read(block: Fields, parent: Efficiency) -> Efficiency:
+        values: dict[str, float] = {}
+        for key in block.keys():
+            if key not in allowed:
+                raise block.error(key, f"unknown parameter; one of {', '.join(sorted(allowed))}")
+            values[key] = block.number(key, minimum=0.0)
+        try:
+            return parent.updated(values)
+        except ValueError as err:
+            raise block.error(None, str(err)) from None
+
+    default = read(top.sub("default"), Efficiency()) if top.has("default") else Efficiency()
+    per_acc: dict[str, Efficiency] = {}
+    if top.has("accelerators"):
+        accs = top.sub("accelerators")
+        for name in accs.keys():
+            per_acc[name] = read(accs.sub(name), default)
+    per_engine: dict[str, Efficiency] = {}
+    if top.has("engines"):
+        engines = top.sub("engines")
+        for name in engines.keys():
+            if "@" not in name:
+                raise engines.error(name, "expected 'accelerator@engine', e.g. h100-sxm@trtllm")
+            acc = name.split("@", 1)[0]
+            per_engine[name] = read(engines.sub(name), per_acc.get(acc, default))
+    try:
+        return CalibrationSet(default, per_acc, per_engine, top.string("source", ""))
+    except ValueError as err:  # pragma: no cover - constructors above validate
+        raise SpecError(str(err), file=file) from None

@@ -1,0 +1,61 @@
+"""Serving-engine profiles: the scheduler limits and runtime overheads of an inference engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fields import Fields
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """What an engine does by default. Times in seconds, fractions of free device memory."""
+
+    id: str
+    name: str
+    max_batch: int
+    """Most sequences in one step (max_batch_size / max_num_seqs)."""
+    max_tokens_per_step: int
+    """Token budget of one step (max_num_tokens / max_num_batched_tokens)."""
+    kv_memory_fraction: float
+    """Fraction of device memory left after weights and workspace given to the KV cache."""
+    runtime_reserve_bytes: float
+    """Device memory the runtime keeps for itself (CUDA context, workspaces, allocator slack)."""
+    kernels_per_layer: int
+    """Kernels launched per transformer layer per step."""
+    graphs: bool
+    """Whether decode steps replay CUDA graphs (one launch per step instead of one per kernel)."""
+    step_overhead_s: float
+    """Fixed host time per step: scheduling, sampling, bookkeeping."""
+    reserve_kv_for_output: bool
+    """Admission reserves KV for the whole output (no-evict policy) rather than the prompt."""
+    chunked_prefill: bool
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_tokens_per_step < 1:
+            raise ValueError("max_batch and max_tokens_per_step must be >= 1")
+        if not 0 < self.kv_memory_fraction <= 1:
+            raise ValueError("kv_memory_fraction must be in (0, 1]")
+        if self.runtime_reserve_bytes < 0 or self.step_overhead_s < 0:
+            raise ValueError("runtime_reserve_bytes and step_overhead_s must be >= 0")
+
+
+def parse_engine(f: Fields, engine_id: str) -> EngineProfile:
+    try:
+        return EngineProfile(
+            id=engine_id, name=f.string("name"),
+            max_batch=f.integer("max_batch", minimum=1),
+            max_tokens_per_step=f.integer("max_tokens_per_step", minimum=1),
+            kv_memory_fraction=f.number("kv_memory_fraction", positive=True),
+            runtime_reserve_bytes=f.quantity("runtime_reserve", "bytes"),
+            kernels_per_layer=f.integer("kernels_per_layer", minimum=1),
+            graphs=f.boolean("graphs"),
+            step_overhead_s=f.quantity("step_overhead", "time", positive=False),
+            reserve_kv_for_output=f.boolean("reserve_kv_for_output"),
+            chunked_prefill=f.boolean("chunked_prefill"),
+            source=f.string("source"))
+    except ValueError as err:
+        if hasattr(err, "file"):
+            raise
+        raise f.error(None, str(err)) from None
