@@ -5,7 +5,7 @@ No performance logic lives here; `fleetplan.models` turns these into times and b
 
 from .catalog import Catalog, UnknownIdError, load_catalog, load_model_file
 from .errors import SpecError
-from .llm import Attention, ModelArch, Mlp, Moe
+from .llm import Attention, Mlp, ModelArch, Moe
 from .precision import BYTES_PER_VALUE, PRECISIONS, bytes_per_value
 from .specs import (
     Accelerator,

@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .efficiency import CalibrationSet, parse_calibration
 from .engine import EngineProfile, parse_engine
@@ -36,6 +36,8 @@ from .specs import (
 )
 from .yamlio import load_yaml_file, load_yaml_text
 
+T = TypeVar("T")
+
 CATALOG_SECTIONS = ("accelerators", "models", "interconnects", "memory", "engines")
 
 
@@ -48,7 +50,9 @@ class UnknownIdError(SpecError):
         self.suggestions = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?" \
             if self.suggestions else f"; see `fleetplan catalog list {kind}`"
-        super().__init__(f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}{hint}")
+        noun = {"accelerators": "accelerator", "models": "model", "interconnects":
+                "interconnect", "memory": "memory tier", "engines": "engine"}.get(kind, "id")
+        super().__init__(f"unknown {noun} {name!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class Catalog:
         return _lookup(self.models, "models", name)
 
 
-def _lookup(table: Mapping[str, Any], kind: str, name: str) -> Any:
+def _lookup(table: Mapping[str, T], kind: str, name: str) -> T:
     try:
         return table[name]
     except KeyError:
@@ -112,7 +116,7 @@ def load_catalog() -> Catalog:
             continue
         rel = f"accelerators/{node.name}"
         entries = Fields(_read(node, rel), f"catalog/{rel}")
-        for acc_id in entries.keys():
+        for acc_id in entries:
             if acc_id in accelerators:
                 raise entries.error(acc_id, "duplicate accelerator id")
             accelerators[acc_id] = parse_accelerator(entries.sub(acc_id), acc_id, links)
@@ -127,7 +131,7 @@ def load_catalog() -> Catalog:
         models[arch.id] = arch
     engines_fields = Fields(_read(root / "engines.yaml", "engines.yaml"), "catalog/engines.yaml")
     engines = {name: parse_engine(engines_fields.sub(name), name)
-               for name in engines_fields.keys()}
+               for name in engines_fields}
     calibration = parse_calibration(
         _read(root / "calibration" / "default.yaml", "calibration/default.yaml"),
         "catalog/calibration/default.yaml")
@@ -164,7 +168,7 @@ def _source(block: Fields) -> str:
 def _parse_interconnects(data: Any, file: str) -> dict[str, Interconnect]:
     entries = Fields(data, file)
     result: dict[str, Interconnect] = {}
-    for link_id in entries.keys():
+    for link_id in entries:
         f = entries.sub(link_id)
         try:
             result[link_id] = Interconnect(
@@ -182,7 +186,7 @@ def _parse_interconnects(data: Any, file: str) -> dict[str, Interconnect]:
 def _parse_memory(data: Any, file: str) -> dict[str, HostMemoryTier]:
     entries = Fields(data, file)
     result: dict[str, HostMemoryTier] = {}
-    for tier_id in entries.keys():
+    for tier_id in entries:
         f = entries.sub(tier_id)
         result[tier_id] = HostMemoryTier(
             id=tier_id, name=f.string("name"), kind=f.choice("kind", HOST_TIER_KINDS),  # type: ignore[arg-type]
@@ -210,7 +214,7 @@ def parse_accelerator(f: Fields, acc_id: str, links: Mapping[str, Interconnect])
     if basis != "dense":
         raise flops_block.error("basis", "store dense (no structured sparsity) figures")
     peaks: dict[str, float] = {}
-    for key in flops_block.keys():
+    for key in flops_block:
         if key in ("basis", "source"):
             continue
         if key not in PRECISIONS:
@@ -237,10 +241,10 @@ def parse_accelerator(f: Fields, acc_id: str, links: Mapping[str, Interconnect])
         per_op = ef.sub_or_none("per_op")
         per_byte = ef.sub_or_none("per_byte")
         energy = EnergySpec(
-            per_op_j=MappingProxyType({k: per_op.quantity(k, "energy") for k in per_op.keys()}
+            per_op_j=MappingProxyType({k: per_op.quantity(k, "energy") for k in per_op}
                                       if per_op else {}),
             per_byte_j=MappingProxyType({k: per_byte.quantity(k, "energy")
-                                         for k in per_byte.keys()} if per_byte else {}),
+                                         for k in per_byte} if per_byte else {}),
             static_power_w=ef.quantity("static_power", "power", 0.0, positive=False),
             source=_source(ef))
     derived = f.sub_or_none("derived")
@@ -248,11 +252,12 @@ def parse_accelerator(f: Fields, acc_id: str, links: Mapping[str, Interconnect])
         return Accelerator(
             id=acc_id, name=f.string("name"), kind=f.choice("kind", ACCELERATOR_KINDS),  # type: ignore[arg-type]
             vendor=f.string("vendor"), peak_flops=MappingProxyType(peaks), memory=tuple(tiers),
-            tdp_w=power.quantity("tdp", "power", None) if power else None, scale_up=_link(f.sub_or_none("scale_up"), links),
+            tdp_w=power.quantity("tdp", "power", None) if power else None,
+            scale_up=_link(f.sub_or_none("scale_up"), links),
             host_link=_link(f.sub_or_none("host_link"), links),
             scale_out=_link(f.sub_or_none("scale_out"), links), price=price, energy=energy,
             sources=MappingProxyType(sources),
-            derived=MappingProxyType({k: str(derived.raw(k)) for k in derived.keys()}
+            derived=MappingProxyType({k: str(derived.raw(k)) for k in derived}
                                      if derived else {}),
             notes=f.string("notes", ""))
     except ValueError as err:

@@ -30,6 +30,8 @@ class Efficiency:
     """Fraction of link bandwidth collectives reach."""
     kernel_launch_s: float = 4e-6
     """Host time to issue one kernel (CPU-side launch and scheduling), seconds."""
+    seq_overhead_s: float = 10e-6
+    """Host time per running sequence per step (scheduling, sampling, KV-block bookkeeping)."""
 
     def __post_init__(self) -> None:
         for name in ("compute", "memory", "network"):
@@ -38,8 +40,10 @@ class Efficiency:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         if not (math.isfinite(self.gemm_rows_half) and self.gemm_rows_half >= 0):
             raise ValueError("gemm_rows_half must be >= 0")
-        if not (math.isfinite(self.kernel_launch_s) and self.kernel_launch_s >= 0):
-            raise ValueError("kernel_launch_s must be >= 0")
+        for name in ("kernel_launch_s", "seq_overhead_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
 
     @staticmethod
     def names() -> tuple[str, ...]:
@@ -83,8 +87,10 @@ def _diff(values: dict[str, float], base: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in values.items() if not math.isclose(v, base[k], rel_tol=1e-12)}
 
 
-def parse_calibration(data: Any, file: str) -> CalibrationSet:
-    """A calibration mapping (the output of `fleetplan calibrate`) into a CalibrationSet."""
+def parse_calibration(data: Any, file: str, base: CalibrationSet | None = None) -> CalibrationSet:
+    """A calibration mapping (the output of `fleetplan calibrate`) into a CalibrationSet.
+
+    Over a `base`, the file's values override and what it does not mention is kept."""
     from .fields import Fields
 
     top = Fields(data, file)
@@ -92,7 +98,7 @@ def parse_calibration(data: Any, file: str) -> CalibrationSet:
 
     def read(block: Fields, parent: Efficiency) -> Efficiency:
         values: dict[str, float] = {}
-        for key in block.keys():
+        for key in block:
             if key not in allowed:
                 raise block.error(key, f"unknown parameter; one of {', '.join(sorted(allowed))}")
             values[key] = block.number(key, minimum=0.0)
@@ -101,21 +107,23 @@ def parse_calibration(data: Any, file: str) -> CalibrationSet:
         except ValueError as err:
             raise block.error(None, str(err)) from None
 
-    default = read(top.sub("default"), Efficiency()) if top.has("default") else Efficiency()
-    per_acc: dict[str, Efficiency] = {}
+    root = base.default if base else Efficiency()
+    default = read(top.sub("default"), root) if top.has("default") else root
+    per_acc: dict[str, Efficiency] = dict(base.per_accelerator) if base else {}
     if top.has("accelerators"):
         accs = top.sub("accelerators")
-        for name in accs.keys():
-            per_acc[name] = read(accs.sub(name), default)
-    per_engine: dict[str, Efficiency] = {}
+        for name in accs:
+            per_acc[name] = read(accs.sub(name), per_acc.get(name, default))
+    per_engine: dict[str, Efficiency] = dict(base.per_engine) if base else {}
     if top.has("engines"):
         engines = top.sub("engines")
-        for name in engines.keys():
+        for name in engines:
             if "@" not in name:
                 raise engines.error(name, "expected 'accelerator@engine', e.g. h100-sxm@trtllm")
             acc = name.split("@", 1)[0]
             per_engine[name] = read(engines.sub(name), per_acc.get(acc, default))
     try:
-        return CalibrationSet(default, per_acc, per_engine, top.string("source", ""))
+        source = top.string("source", "") or (base.source if base else "")
+        return CalibrationSet(default, per_acc, per_engine, source)
     except ValueError as err:  # pragma: no cover - constructors above validate
         raise SpecError(str(err), file=file) from None

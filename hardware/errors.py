@@ -15,11 +15,12 @@ class SpecError(ValueError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = self.file or "<input>"
-        if self.line is not None:
-            where += f":{self.line}"
-        what = f" field '{self.field}':" if self.field else ""
-        return f"{where}:{what} {self.message}"
+        parts = []
+        if self.file:
+            parts.append(self.file + (f":{self.line}" if self.line is not None else ""))
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        return ": ".join([*parts, self.message])
 
     def located(self, *, file: str | None = None, line: int | None = None,
                 prefix: str | None = None) -> SpecError:

@@ -1,9 +1,10 @@
-"""Typed reads of fields from parsed YAML/JSON, each failure a SpecError naming file, line, field."""
+"""Typed reads of fields from parsed YAML/JSON; each failure is a SpecError naming the file,
+the line and the field."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import SpecError
@@ -64,7 +65,7 @@ class Fields:
     def string(self, key: str, default: Any = _MISSING) -> str:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
-            return str(value) if value is not None else value
+            return value  # type: ignore[no-any-return]
         if not isinstance(value, str) or not value.strip():
             raise self.error(key, f"expected a non-empty string, got {value!r}")
         return value
@@ -129,6 +130,9 @@ class Fields:
 
     def keys(self) -> list[str]:
         return [str(k) for k in self.data]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
 
 def _line(data: object, key: str | None) -> int | None:

@@ -47,7 +47,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def load_yaml_text(text: str, file: str) -> Any:
     """Parse YAML text safely; syntax errors become SpecError with the line."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=_LineLoader)
     except SpecError as err:
         raise err.located(file=file) from None
     except yaml.MarkedYAMLError as err:

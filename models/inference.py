@@ -1,0 +1,326 @@
+"""Inference step times and scenario answers (static batch, maximum throughput).
+
+A `Replica` is one model on `tp x pp` devices of one accelerator type, with arrays over
+candidates for parallelism and formats. `step_time` prices one engine step; `static` and
+`max_throughput` turn steps into time-to-first-token, time per output token and throughput.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hardware.llm import ModelArch
+from ..hardware.precision import bytes_per_value
+from .arrays import ArrayLike, BoolArray, FloatArray, arr
+from .comm import all_reduce, all_to_all, send_recv
+from .device import Device
+from .memory import MemoryPlan, plan_memory
+from .roofline import op_time
+from .transformer import Formats, Parallel, StepShape, step_ops
+
+BOUNDS = ("compute", "memory", "network", "overhead")
+
+# A GPU's draw when it waits (clocks up, SMs idle), as a fraction of its power limit. H100 SXM
+# boards draw about 100-150 W of 700 W between kernels of a running server; an assumption of
+# this model, reported in every estimate's assumptions.
+IDLE_POWER_FRACTION = 0.25
+# Launches a replayed CUDA graph costs the host per step (one graph per stage, plus inputs).
+GRAPH_LAUNCHES_PER_STEP = 4.0
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One model replica on `tp * pp` devices, vectorised over candidates."""
+
+    arch: ModelArch
+    device: Device
+    par: Parallel
+    fmt: Formats
+    peak_flops: FloatArray
+    """Dense peak FLOP/s of the format the GEMMs run in, per candidate."""
+    memory: MemoryPlan
+    kv_offload: bool = False
+
+    @property
+    def devices(self) -> FloatArray:
+        return self.par.devices
+
+
+def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike,
+                     ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(weight bytes, kv bytes, peak FLOP/s) for arrays of precision names.
+
+    GEMMs run in the weight format when the chip has a native rate for it (fp8 and fp4
+    weights come with activations in the same format, as TensorRT-LLM and vLLM run them);
+    weight-only formats without a native rate widen to the next one the chip has.
+    """
+    w = np.asarray(weight, dtype=object)
+    k = np.asarray(kv, dtype=object)
+    acc = device.accelerator
+    lookup_w = {p: (bytes_per_value(p), acc.peak_flops_for(p)) for p in np.unique(w)}
+    wb = np.vectorize(lambda p: lookup_w[p][0], otypes=[np.float64])(w)
+    peak = np.vectorize(lambda p: lookup_w[p][1], otypes=[np.float64])(w)
+    kb = np.vectorize(bytes_per_value, otypes=[np.float64])(k)
+    return wb, kb, peak
+
+
+def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: ArrayLike = 1,
+                  ep: ArrayLike = 1, weight_precision: ArrayLike = "bf16",
+                  kv_precision: ArrayLike | None = None, kv_offload: bool = False,
+                  tokens_per_step: ArrayLike | None = None) -> Replica:
+    """A replica with its memory plan. `kv_precision` defaults to the weight format for 8-bit
+    and wider weights and to bf16 for narrower ones (fp4/int4 weights keep an fp8 or bf16 KV)."""
+    if kv_precision is None:
+        kv_precision = np.where(np.isin(np.asarray(weight_precision, dtype=object),
+                                        ["fp4", "int4", "fp6", "posit4"]),
+                                "fp8", np.asarray(weight_precision, dtype=object))
+        kv_precision = np.where(np.isin(kv_precision, ["fp8"]) &
+                                (not device.accelerator.supports("fp8")), "bf16", kv_precision)
+    wb, kb, peak = precision_arrays(device, weight_precision, kv_precision)
+    par = Parallel.of(tp, pp, ep)
+    fmt = Formats.of(wb, kb, 2.0)
+    budget = device.engine.max_tokens_per_step if tokens_per_step is None else tokens_per_step
+    plan = plan_memory(arch, device, par, fmt, budget, kv_offload=kv_offload)
+    return Replica(arch, device, par, fmt, peak, plan, kv_offload)
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One engine step of the whole replica (all pipeline stages), in seconds, with the part
+    of it each resource accounts for, and its energy in joules."""
+
+    time: FloatArray
+    compute: FloatArray
+    memory: FloatArray
+    network: FloatArray
+    overhead: FloatArray
+    energy_j: FloatArray
+    stage_time: FloatArray
+    flops: FloatArray = field(repr=False)
+
+    def bound(self) -> np.ndarray:
+        """Per candidate, which of compute / memory / network / overhead took longest."""
+        parts = np.stack(np.broadcast_arrays(self.compute, self.memory, self.network,
+                                             self.overhead))
+        labels: np.ndarray = np.asarray(BOUNDS, dtype=object)[np.argmax(parts, axis=0)]
+        return labels
+
+
+def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | None = None) \
+        -> StepTime:
+    """Time of one step that carries `shape` through every pipeline stage in turn.
+
+    Per stage: roofline of each operator, TP all-reduces and EP all-to-alls (not overlapped
+    with compute, as in decode), and the host's kernel launches, which the GPU waits for when
+    they take longer than its work (the CPU-bound regime of small batches). Then the stages
+    run one after another, and the engine's fixed per-step host time is added once.
+    """
+    arch, dev, par = rep.arch, rep.device, rep.par
+    eff, engine = dev.efficiency, dev.engine
+    ops = step_ops(arch, shape, par, rep.fmt)
+    kv_spb = rep.memory.kv_s_per_byte if kv_demand_tokens is None or not rep.kv_offload \
+        else rep.memory.kv_seconds_per_byte(kv_demand_tokens)
+    compute = arr(0.0)
+    memory = arr(0.0)
+    flops = arr(0.0)
+    for op in ops.ops:
+        t = op_time(op, rep.peak_flops, eff, rep.memory.weight_s_per_byte, kv_spb,
+                    rep.memory.act_s_per_byte)
+        is_compute = t.compute >= t.memory
+        compute = compute + np.where(is_compute, t.time, 0.0)
+        memory = memory + np.where(is_compute, 0.0, t.time)
+        flops = flops + op.flops
+    fabric = dev.fabric
+    network = ops.allreduces_per_stage * all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
+    if arch.is_moe:
+        network = network + ops.moe_layers_per_stage * all_to_all(
+            ops.ep_alltoall_bytes, par.ep, fabric)
+    device_time = compute + memory + network
+    decode_only = np.asarray(shape.prefill_tokens <= 0)
+    launches = np.where(decode_only & engine.graphs, GRAPH_LAUNCHES_PER_STEP,
+                        engine.kernels_per_layer * ops.layers_per_stage + 4.0)
+    host = launches * eff.kernel_launch_s
+    stage = np.maximum(device_time, host)
+    cross = par.tp * par.pp > fabric.domain
+    p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)
+    # Per-sequence host work (scheduling, sampling, block tables) runs between device steps.
+    seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp
+    serial_host = engine.step_overhead_s + eff.seq_overhead_s * seqs
+    total = par.pp * stage + p2p + serial_host
+    overhead = par.pp * np.maximum(host - device_time, 0.0) + serial_host
+    pp = par.pp
+    energy = _energy(rep, ops_flops=flops * pp, time=total, busy=pp * device_time + p2p,
+                     weight_bytes=sum((o.weight_bytes for o in ops.ops), start=arr(0.0)) * pp,
+                     kv_bytes=sum((o.kv_bytes for o in ops.ops), start=arr(0.0)) * pp,
+                     act_bytes=sum((o.act_bytes for o in ops.ops), start=arr(0.0)) * pp)
+    return StepTime(total, pp * compute, pp * memory, pp * network + p2p, overhead, energy,
+                    stage, flops * par.devices)
+
+
+def _energy(rep: Replica, *, ops_flops: FloatArray, time: FloatArray, busy: FloatArray,
+            weight_bytes: FloatArray, kv_bytes: FloatArray, act_bytes: FloatArray) -> FloatArray:
+    """Joules of one step for the whole replica. Chips with an energy model (CIM, NPU) pay per
+    operation and per byte by tier plus static power; the others draw power between idle and
+    their limit in proportion to how busy they are."""
+    acc = rep.device.accelerator
+    devices = rep.par.devices
+    if acc.energy is not None:
+        e = acc.energy
+        op_j = e.op_energy_j(acc.compute_precision("int4" if "int4" in acc.peak_flops
+                                                   else next(iter(acc.peak_flops))))
+        weight_tier = acc.device_memory[0].kind
+        main_tier = acc.main_memory.kind
+        byte_w = e.per_byte_j.get(weight_tier, 0.0)
+        byte_kv = e.per_byte_j.get(main_tier, 0.0)
+        per_device = (ops_flops * op_j + weight_bytes * byte_w + (kv_bytes + act_bytes) * byte_kv
+                      + e.static_power_w * time)
+        return per_device * devices
+    if acc.tdp_w is None:
+        return np.full(np.broadcast(time, devices).shape, np.nan)
+    util = np.clip(busy / np.maximum(time, 1e-30), 0.0, 1.0)
+    power = acc.tdp_w * (IDLE_POWER_FRACTION + (1.0 - IDLE_POWER_FRACTION) * util)
+    return power * time * devices
+
+
+# ----------------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class SpecDecode:
+    """Speculative decoding: `draft_len` drafted tokens per step, each accepted with
+    probability `acceptance` (independently, as in Leviathan et al. 2023). The draft costs
+    `draft_len` decode steps of `draft` (a small model on the same devices) or, for drafting
+    heads inside the target (MTP, EAGLE, Medusa), `draft_cost_fraction` of a target step."""
+
+    draft_len: int
+    acceptance: float
+    draft: Replica | None = None
+    draft_cost_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.draft_len < 1:
+            raise ValueError("draft_len must be >= 1")
+        if not 0.0 <= self.acceptance <= 1.0:
+            raise ValueError("acceptance must be within 0..1")
+        if self.draft_cost_fraction < 0:
+            raise ValueError("draft_cost_fraction must be >= 0")
+
+    @property
+    def expected_tokens(self) -> float:
+        """Tokens emitted per verification step: (1 - a^(k+1)) / (1 - a)."""
+        a, k = self.acceptance, self.draft_len
+        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+def _decode_step(rep: Replica, seqs: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
+                 kv_demand: FloatArray | None, extra: StepShape | None = None) \
+        -> tuple[StepTime, FloatArray]:
+    """A decode step (optionally sharing the step with prefill work) and the output tokens
+    each sequence gains from it."""
+    k = 0 if spec is None else spec.draft_len
+    shape = StepShape.of(decode_seqs=seqs, decode_ctx=ctx, decode_tokens_per_seq=1.0 + k,
+                         prefill_tokens=0.0 if extra is None else extra.prefill_tokens,
+                         prefill_ctx=0.0 if extra is None else extra.prefill_ctx,
+                         prefill_seqs=0.0 if extra is None else extra.prefill_seqs)
+    step = step_time(rep, shape, kv_demand_tokens=kv_demand)
+    if spec is None:
+        return step, arr(1.0)
+    if spec.draft is not None:
+        draft = step_time(spec.draft, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
+        extra_time, extra_energy = k * draft.time, k * draft.energy_j
+    else:
+        plain = step_time(rep, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
+        extra_time = spec.draft_cost_fraction * k * plain.time
+        extra_energy = spec.draft_cost_fraction * k * plain.energy_j
+    combined = StepTime(step.time + extra_time, step.compute, step.memory, step.network,
+                        step.overhead + extra_time, step.energy_j + extra_energy,
+                        step.stage_time, step.flops)
+    return combined, arr(spec.expected_tokens)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Scenario answer per candidate (arrays), SI units."""
+
+    ttft_s: FloatArray
+    tpot_s: FloatArray
+    output_tok_s_total: FloatArray
+    output_tok_s_per_accelerator: FloatArray
+    batch: FloatArray
+    energy_j_per_token: FloatArray
+    feasible: BoolArray
+    prefill: StepTime
+    decode: StepTime
+    kv_tokens_needed: FloatArray
+    limit: np.ndarray
+    """What capped the batch: "requested", "engine", "kv_cache", "token_budget"."""
+
+
+def _chunks(tokens: FloatArray, budget: ArrayLike) -> FloatArray:
+    return np.maximum(np.ceil(tokens / arr(budget)), 1.0)
+
+
+def static(rep: Replica, *, batch: ArrayLike, input_len: ArrayLike, output_len: ArrayLike,
+           spec: SpecDecode | None = None) -> Estimate:
+    """`batch` requests of `input_len` tokens start together and generate `output_len` each.
+
+    TTFT is one prefill of the whole batch; every decode step then runs the batch at its mean
+    context (attention cost is linear in context, so the mean step is the mean of the steps).
+    """
+    b, i, o = arr(batch), arr(input_len), arr(output_len)
+    pre = step_time(rep, StepShape.of(prefill_tokens=b * i, prefill_ctx=i / 2.0,
+                                      prefill_seqs=b))
+    micro = b / rep.par.pp
+    dec, per_step = _decode_step(rep, micro, i + o / 2.0, spec, b * (i + o))
+    tpot = dec.time / per_step
+    total = pre.time + np.maximum(o - 1.0, 0.0) * tpot
+    out_total = b * o / total
+    needed = b * (i + o)
+    cap = rep.memory.kv_total_capacity_tokens if rep.kv_offload else \
+        rep.memory.kv_capacity_tokens
+    feasible = rep.memory.fits & (needed <= cap)
+    energy = (pre.energy_j + np.maximum(o - 1.0, 0.0) * dec.energy_j / per_step) / (b * o)
+    return Estimate(pre.time, tpot, out_total, out_total / rep.devices, b * np.ones_like(total),
+                    energy, np.asarray(feasible, dtype=bool), pre, dec, needed,
+                    np.full(np.shape(total), "requested", dtype=object))
+
+
+def max_throughput(rep: Replica, *, input_len: ArrayLike, output_len: ArrayLike,
+                   max_batch: ArrayLike | None = None, prefill_chunk: ArrayLike | None = None,
+                   spec: SpecDecode | None = None) -> Estimate:
+    """Identical requests arrive without limit; the engine keeps as many in flight as its batch
+    limit, its token budget per step and the KV cache allow.
+
+    Steady state (Little's law over steps): with `b` sequences in flight, each finishing after
+    `output_len` steps, `b / output_len` requests start per step, so a step carries `b` decode
+    tokens and `b * input_len / output_len` prompt tokens, and emits `b` output tokens.
+    """
+    i, o = arr(input_len), arr(output_len)
+    engine = rep.device.engine
+    per_seq = i + o if engine.reserve_kv_for_output else i + o / 2.0
+    cap = rep.memory.kv_total_capacity_tokens if rep.kv_offload else \
+        rep.memory.kv_capacity_tokens
+    by_kv = np.floor(cap / per_seq)
+    budget = arr(engine.max_tokens_per_step if prefill_chunk is None else prefill_chunk)
+    by_budget = np.floor(budget / (1.0 + i / o)) * rep.par.pp
+    by_engine = arr(engine.max_batch if max_batch is None else max_batch) * rep.par.pp
+    b = np.maximum(np.minimum(np.minimum(by_kv, by_budget), by_engine), 0.0)
+    limit = np.where(b == by_kv, "kv_cache", np.where(b == by_budget, "token_budget",
+                                                      "engine")).astype(object)
+    b_safe = np.maximum(b, 1.0)
+    micro = b_safe / rep.par.pp
+    gain = 1.0 if spec is None else spec.expected_tokens
+    prefill = StepShape.of(prefill_tokens=micro * i / (o / gain), prefill_ctx=i / 2.0,
+                           prefill_seqs=micro / (o / gain))
+    mixed, per_step = _decode_step(rep, micro, i + o / 2.0, spec, b_safe * (i + o / 2.0),
+                                   extra=prefill)
+    out_total = b_safe * per_step / mixed.time
+    # A new prompt joins a loaded step; long prompts take several chunks of the budget.
+    ttft = mixed.time * _chunks(i, budget)
+    decode_only, _ = _decode_step(rep, micro, i + o / 2.0, spec, None)
+    feasible = rep.memory.fits & (b >= 1.0)
+    energy = mixed.energy_j / (b_safe * per_step)
+    return Estimate(ttft, mixed.time / per_step, out_total, out_total / rep.devices, b, energy,
+                    np.asarray(feasible, dtype=bool), mixed, decode_only, b * per_seq, limit)

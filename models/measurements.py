@@ -1,0 +1,95 @@
+"""Typed measurement records (the calibration CSV format) and the model's prediction of each.
+
+Parsing the CSV text is the application's job (`fleetplan.plan.measurements`); here a record is
+data, and `predict_inference` says what fleetplan predicts for it, or why it cannot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hardware.catalog import Catalog, UnknownIdError
+from ..hardware.efficiency import CalibrationSet
+from ..hardware.precision import PRECISIONS
+from .device import Device
+from .inference import build_replica, max_throughput, static
+
+INFERENCE_METRICS = ("output_tok_s_per_gpu", "output_tok_s_total", "ttft_s", "tpot_s", "itl_s",
+                     "ttft_p50_s", "tpot_p50_s", "itl_p50_s", "e2e_p50_s", "ttft_p99_s",
+                     "tpot_p99_s")
+SCENARIOS = ("static", "max_throughput", "online")
+
+
+@dataclass(frozen=True)
+class InferenceMeasurement:
+    """One row of an inference measurement file (SI units)."""
+
+    id: str
+    model: str
+    accelerator: str
+    num_accelerators: int
+    precision: str
+    tp: int
+    pp: int
+    ep: int
+    scenario: str
+    input_len: int | None
+    output_len: int | None
+    batch_size: int | None
+    request_rate: float | None
+    concurrency: int | None
+    metric: str
+    value: float
+    engine: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted value, or the reason there is none."""
+
+    value: float | None
+    reason: str = ""
+    bound: str = ""
+
+
+def predict_inference(m: InferenceMeasurement, catalog: Catalog,
+                      calibration: CalibrationSet) -> Prediction:
+    """What fleetplan predicts for one measurement row."""
+    if m.scenario == "online":
+        return Prediction(None, "online scenario needs the queueing model (not in this build)")
+    if m.input_len is None or m.output_len is None:
+        return Prediction(None, "dataset length distribution, no fixed input/output length")
+    if m.precision not in PRECISIONS:
+        return Prediction(None, f"unknown precision {m.precision!r}")
+    try:
+        arch = catalog.model(m.model)
+        acc = catalog.accelerator(m.accelerator)
+        engine = catalog.engine(m.engine or "trtllm")
+    except UnknownIdError as err:
+        return Prediction(None, err.message)
+    if m.tp * m.pp != m.num_accelerators:
+        return Prediction(None, f"tp x pp = {m.tp * m.pp} differs from num_accelerators "
+                                f"{m.num_accelerators} (data-parallel replicas not modelled)")
+    device = Device(acc, calibration.for_device(acc.id, m.engine), engine)
+    rep = build_replica(arch, device, tp=m.tp, pp=m.pp, ep=m.ep, weight_precision=m.precision)
+    if not bool(rep.memory.fits):
+        return Prediction(None, "weights do not fit in device memory at this parallelism")
+    if m.scenario == "static":
+        if m.batch_size is None:
+            return Prediction(None, "static scenario without batch_size")
+        est = static(rep, batch=m.batch_size, input_len=m.input_len, output_len=m.output_len)
+    else:
+        est = max_throughput(rep, input_len=m.input_len, output_len=m.output_len)
+    metric = m.metric
+    values = {
+        "output_tok_s_per_gpu": est.output_tok_s_per_accelerator,
+        "output_tok_s_total": est.output_tok_s_total,
+        "ttft_s": est.ttft_s, "ttft_p50_s": est.ttft_s,
+        "tpot_s": est.tpot_s, "itl_s": est.tpot_s, "tpot_p50_s": est.tpot_s,
+        "itl_p50_s": est.tpot_s,
+    }
+    if metric not in values:
+        return Prediction(None, f"metric {metric!r} needs the queueing model")
+    phase = est.prefill if metric.startswith("ttft") else est.decode
+    return Prediction(float(values[metric]), "", str(phase.bound()))

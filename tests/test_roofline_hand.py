@@ -1,0 +1,77 @@
+"""Hand-computed cases: the arithmetic is in each test, so a wrong model disagrees with it."""
+
+from __future__ import annotations
+
+import pytest
+from fleetplan.hardware import Catalog
+from fleetplan.hardware.efficiency import Efficiency
+from fleetplan.hardware.engine import EngineProfile
+from fleetplan.models.comm import Fabric, all_gather, all_reduce
+from fleetplan.models.device import Device
+from fleetplan.models.inference import build_replica, step_time
+from fleetplan.models.roofline import gemm_time
+from fleetplan.models.transformer import StepShape, expected_experts_touched
+
+IDEAL = Efficiency(compute=1.0, gemm_rows_half=0.0, memory=1.0, network=1.0,
+                   kernel_launch_s=0.0, seq_overhead_s=0.0)
+NO_OVERHEAD = EngineProfile(
+    id="ideal", name="no host overhead", max_batch=4096, max_tokens_per_step=8192,
+    kv_memory_fraction=0.9, runtime_reserve_bytes=0.0, kernels_per_layer=1, graphs=True,
+    step_overhead_s=0.0, reserve_kv_for_output=True, chunked_prefill=True, source="test")
+
+
+def test_one_gemm_compute_bound() -> None:
+    # 4096 x 8192 times 8192 x 8192 in bf16: 2 * 4096 * 8192 * 8192 = 5.4976e11 FLOP.
+    # At 989.4e12 FLOP/s, 70% efficiency reduced by 4096 / (4096 + 32) rows:
+    # 5.4976e11 / (989.4e12 * 0.7 * 0.992248) = 7.9998e-4 s.
+    # Bytes: (4096*8192 + 8192*8192 + 4096*8192) * 2 = 268,435,456 B; at 3.35e12 * 0.85 B/s
+    # that is 9.427e-5 s, so compute bounds it.
+    eff = Efficiency(compute=0.7, gemm_rows_half=32.0, memory=0.85)
+    t = gemm_time(2 * 4096 * 8192 * 8192, 268_435_456, 4096, 989.4e12, 3.35e12, eff)
+    assert float(t.time) == pytest.approx(7.9998e-4, rel=1e-4)
+    assert float(t.memory) == pytest.approx(9.427e-5, rel=1e-3)
+    assert float(t.compute) > float(t.memory)
+
+
+def test_one_gemm_memory_bound_at_one_row() -> None:
+    # One token through the same 8192 x 8192 weight: 2 * 8192 * 8192 = 1.342e8 FLOP, but
+    # the 134,217,728 weight bytes take 134217728 / 3.35e12 = 4.0065e-5 s at full bandwidth.
+    t = gemm_time(2 * 8192 * 8192, 8192 * 8192 * 2, 1, 989.4e12, 3.35e12, IDEAL)
+    assert float(t.time) == pytest.approx(4.0065e-5, rel=1e-4)
+    assert float(t.memory) > float(t.compute)
+
+
+def test_one_decode_step(catalog: Catalog) -> None:
+    # Llama-2-7B, bf16, one sequence with 1000 tokens of context, one H100 SXM at full
+    # bandwidth and no host overhead. The step streams every weight once, except the input
+    # embedding table (it gathers one row of it), and the KV cache:
+    #   weights (6,738,415,616 - 32000 * 4096) params * 2 B = 13,214,687,232 B
+    #   KV      1000 tokens * 32 layers * 2 * 4096 * 2 B    =    524,288,000 B
+    #   total                                               = 13,738,975,232 B
+    # at 3.35e12 B/s: 4.1012e-3 s (activations add about 5 MB, 0.04%).
+    device = Device(catalog.accelerator("h100-sxm"), IDEAL, NO_OVERHEAD)
+    rep = build_replica(catalog.model("llama-2-7b"), device, weight_precision="bf16")
+    step = step_time(rep, StepShape.of(decode_seqs=1, decode_ctx=1000))
+    assert float(step.time) == pytest.approx(13_738_975_232 / 3.35e12, rel=1e-3)
+    assert str(step.bound()) == "memory"
+
+
+def test_one_all_reduce() -> None:
+    # Ring all-reduce of 16 MB over 8 GPUs in one NVLink domain, 450 GB/s per direction,
+    # 1 us per hop: 2 * 7 * 1e-6 + 2 * (7/8) * 16e6 / 450e9 = 14e-6 + 62.22e-6 = 76.22e-6 s.
+    fabric = Fabric(up_bw_bytes_s=450e9, up_latency_s=1e-6, domain=8, out_bw_bytes_s=50e9,
+                    out_latency_s=5e-6, efficiency=1.0)
+    assert float(all_reduce(16e6, 8, fabric)) == pytest.approx(76.22e-6, rel=1e-3)
+    # 16 GPUs over two domains: inside, 76.22e-6 s; across, the 2 MB shard (16e6 / 8) is
+    # all-reduced over 2 nodes on the NIC: 2 * 1 * 5e-6 + 2 * (1/2) * 2e6 / 50e9 = 50e-6 s.
+    assert float(all_reduce(16e6, 16, fabric)) == pytest.approx(126.22e-6, rel=1e-3)
+    # All-gather to 16 MB on 8 GPUs: 7 * 1e-6 + (7/8) * 16e6 / 450e9 = 38.11e-6 s.
+    assert float(all_gather(16e6, 8, fabric)) == pytest.approx(38.11e-6, rel=1e-3)
+
+
+def test_experts_touched() -> None:
+    # Mixtral routes each token to 2 of 8 experts: one token touches 2 experts,
+    # two tokens 8 * (1 - (6/8)^2) = 3.5 on average, and a large batch all 8.
+    assert float(expected_experts_touched(8, 2, 1)) == pytest.approx(2.0)
+    assert float(expected_experts_touched(8, 2, 2)) == pytest.approx(3.5)
+    assert float(expected_experts_touched(8, 2, 1000)) == pytest.approx(8.0)
