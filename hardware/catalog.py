@@ -28,6 +28,7 @@ from .specs import (
     TIER_KINDS,
     Accelerator,
     EnergySpec,
+    HostCpu,
     HostMemoryTier,
     Interconnect,
     Link,
@@ -132,9 +133,13 @@ def load_catalog() -> Catalog:
     engines_fields = Fields(_read(root / "engines.yaml", "engines.yaml"), "catalog/engines.yaml")
     engines = {name: parse_engine(engines_fields.sub(name), name)
                for name in engines_fields}
-    calibration = parse_calibration(
+    fitted = parse_calibration(
         _read(root / "calibration" / "default.yaml", "calibration/default.yaml"),
         "catalog/calibration/default.yaml")
+    # Engines outside the fitted set take their efficiencies from their own publications.
+    calibration = parse_calibration(
+        _read(root / "calibration" / "published.yaml", "calibration/published.yaml"),
+        "catalog/calibration/published.yaml", base=fitted)
     return Catalog(MappingProxyType(dict(sorted(accelerators.items()))),
                    MappingProxyType(links), MappingProxyType(memory),
                    MappingProxyType(dict(sorted(models.items()))),
@@ -247,6 +252,10 @@ def parse_accelerator(f: Fields, acc_id: str, links: Mapping[str, Interconnect])
                                          for k in per_byte} if per_byte else {}),
             static_power_w=ef.quantity("static_power", "power", 0.0, positive=False),
             source=_source(ef))
+    host_cpu = None
+    if hf := f.sub_or_none("host_cpu"):
+        host_cpu = HostCpu(hf.string("name"), hf.number("relative_launch_speed", positive=True),
+                           _source(hf))
     derived = f.sub_or_none("derived")
     try:
         return Accelerator(
@@ -256,6 +265,7 @@ def parse_accelerator(f: Fields, acc_id: str, links: Mapping[str, Interconnect])
             scale_up=_link(f.sub_or_none("scale_up"), links),
             host_link=_link(f.sub_or_none("host_link"), links),
             scale_out=_link(f.sub_or_none("scale_out"), links), price=price, energy=energy,
+            host_cpu=host_cpu,
             sources=MappingProxyType(sources),
             derived=MappingProxyType({k: str(derived.raw(k)) for k in derived}
                                      if derived else {}),

@@ -3,7 +3,7 @@
 A handful of physical numbers per device, in the spirit of Calculon's per-device efficiency
 tables: what fraction of peak FLOP/s a large GEMM reaches, how that fraction falls for GEMMs with
 few rows, what fraction of peak memory bandwidth streaming reads reach, and what the host pays
-per kernel launch. Fitted on public measurements by `fleetplan calibrate`.
+per running sequence each step. Fitted on public measurements by `fleetplan calibrate`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ class Efficiency:
     """Fraction of peak memory bandwidth reached by streaming reads (weights, KV cache)."""
     network: float = 0.80
     """Fraction of link bandwidth collectives reach."""
-    kernel_launch_s: float = 4e-6
-    """Host time to issue one kernel (CPU-side launch and scheduling), seconds."""
     seq_overhead_s: float = 10e-6
     """Host time per running sequence per step (scheduling, sampling, KV-block bookkeeping)."""
 
@@ -40,7 +38,7 @@ class Efficiency:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         if not (math.isfinite(self.gemm_rows_half) and self.gemm_rows_half >= 0):
             raise ValueError("gemm_rows_half must be >= 0")
-        for name in ("kernel_launch_s", "seq_overhead_s"):
+        for name in ("seq_overhead_s",):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value!r}")

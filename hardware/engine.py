@@ -25,11 +25,16 @@ class EngineProfile:
     """Kernels launched per transformer layer per step."""
     graphs: bool
     """Whether decode steps replay CUDA graphs (one launch per step instead of one per kernel)."""
+    kernel_launch_s: float
+    """Host time to issue one kernel on the reference x86 server host (driver launch plus the
+    engine's own dispatch: C++ runtimes pay a few microseconds, Python eager loops more)."""
     step_overhead_s: float
     """Fixed host time per step: scheduling, sampling, bookkeeping."""
     reserve_kv_for_output: bool
     """Admission reserves KV for the whole output (no-evict policy) rather than the prompt."""
     chunked_prefill: bool
+    sliding_window: bool
+    """Whether the engine applies a model's sliding attention window by default."""
     source: str
 
     def __post_init__(self) -> None:
@@ -37,8 +42,10 @@ class EngineProfile:
             raise ValueError("max_batch and max_tokens_per_step must be >= 1")
         if not 0 < self.kv_memory_fraction <= 1:
             raise ValueError("kv_memory_fraction must be in (0, 1]")
-        if self.runtime_reserve_bytes < 0 or self.step_overhead_s < 0:
-            raise ValueError("runtime_reserve_bytes and step_overhead_s must be >= 0")
+        if self.runtime_reserve_bytes < 0 or self.step_overhead_s < 0 or \
+                self.kernel_launch_s <= 0:
+            raise ValueError("runtime_reserve_bytes and step_overhead_s must be >= 0, "
+                             "kernel_launch_s > 0")
 
 
 def parse_engine(f: Fields, engine_id: str) -> EngineProfile:
@@ -51,9 +58,11 @@ def parse_engine(f: Fields, engine_id: str) -> EngineProfile:
             runtime_reserve_bytes=f.quantity("runtime_reserve", "bytes"),
             kernels_per_layer=f.integer("kernels_per_layer", minimum=1),
             graphs=f.boolean("graphs"),
+            kernel_launch_s=f.quantity("kernel_launch", "time"),
             step_overhead_s=f.quantity("step_overhead", "time", positive=False),
             reserve_kv_for_output=f.boolean("reserve_kv_for_output"),
             chunked_prefill=f.boolean("chunked_prefill"),
+            sliding_window=f.boolean("sliding_window"),
             source=f.string("source"))
     except ValueError as err:
         if hasattr(err, "file"):

@@ -147,6 +147,19 @@ class EnergySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HostCpu:
+    """The host CPU a system pairs with the accelerator, where it differs from a plain x86
+    server (Grace in GH200/GB200): how fast it issues kernels relative to that server."""
+
+    name: str
+    relative_launch_speed: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _positive("relative_launch_speed", self.relative_launch_speed)
+
+
+@dataclass(frozen=True, slots=True)
 class Accelerator:
     """One accelerator chip or package, as the catalog describes it (SI units)."""
 
@@ -163,6 +176,7 @@ class Accelerator:
     scale_out: Link | None = None
     price: Price | None = None
     energy: EnergySpec | None = None
+    host_cpu: HostCpu | None = None
     sources: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     derived: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     notes: str = ""
@@ -211,9 +225,10 @@ class Accelerator:
 
     @property
     def main_memory(self) -> MemoryTier:
-        """The tier that holds the KV cache: the fastest device tier that is not a CIM array."""
+        """The tier that holds the KV cache and activations: the fastest DRAM-class device tier
+        (HBM, GDDR, LPDDR, DRAM); CIM arrays and small SRAMs hold weights only."""
         for tier in self.device_memory:
-            if not tier.holds_weights_only:
+            if tier.kind in ("hbm", "gddr", "lpddr", "dram"):
                 return tier
         return self.device_memory[-1]
 

@@ -28,6 +28,14 @@ class Device:
     host_tier: HostMemoryTier | None = None
 
     @property
+    def kernel_launch_s(self) -> float:
+        """Host time per kernel launch: the engine's cost on an x86 server host, scaled by the
+        system's own host CPU where the catalog names one."""
+        cpu = self.accelerator.host_cpu
+        speed = cpu.relative_launch_speed if cpu is not None else 1.0
+        return self.engine.kernel_launch_s / speed
+
+    @property
     def fabric(self) -> Fabric:
         acc = self.accelerator
         if acc.scale_up is not None:

@@ -7,7 +7,7 @@ candidates for parallelism and formats. `step_time` prices one engine step; `sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -39,7 +39,9 @@ class Replica:
     par: Parallel
     fmt: Formats
     peak_flops: FloatArray
-    """Dense peak FLOP/s of the format the GEMMs run in, per candidate."""
+    """Dense peak FLOP/s of the format the weight GEMMs run in, per candidate."""
+    act_peak_flops: float
+    """Dense peak FLOP/s of the 16-bit activation format (attention, element-wise math)."""
     memory: MemoryPlan
     kv_offload: bool = False
 
@@ -79,11 +81,16 @@ def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: Arr
         kv_precision = np.where(np.isin(kv_precision, ["fp8"]) &
                                 (not device.accelerator.supports("fp8")), "bf16", kv_precision)
     wb, kb, peak = precision_arrays(device, weight_precision, kv_precision)
+    if not device.engine.sliding_window:
+        # The engine attends over the whole context even where the model was trained with a
+        # window, so it also caches and reads all of it.
+        arch = replace(arch, sliding_window=0, window_layers=0)
     par = Parallel.of(tp, pp, ep)
     fmt = Formats.of(wb, kb, 2.0)
     budget = device.engine.max_tokens_per_step if tokens_per_step is None else tokens_per_step
     plan = plan_memory(arch, device, par, fmt, budget, kv_offload=kv_offload)
-    return Replica(arch, device, par, fmt, peak, plan, kv_offload)
+    act_peak = device.accelerator.peak_flops_for("bf16")
+    return Replica(arch, device, par, fmt, peak, act_peak, plan, kv_offload)
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,8 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     memory = arr(0.0)
     flops = arr(0.0)
     for op in ops.ops:
-        t = op_time(op, rep.peak_flops, eff, rep.memory.weight_s_per_byte, kv_spb,
+        peak = rep.peak_flops if op.weight_format_math else rep.act_peak_flops
+        t = op_time(op, peak, eff, rep.memory.weight_s_per_byte, kv_spb,
                     rep.memory.act_s_per_byte)
         is_compute = t.compute >= t.memory
         compute = compute + np.where(is_compute, t.time, 0.0)
@@ -141,7 +149,7 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     decode_only = np.asarray(shape.prefill_tokens <= 0)
     launches = np.where(decode_only & engine.graphs, GRAPH_LAUNCHES_PER_STEP,
                         engine.kernels_per_layer * ops.layers_per_stage + 4.0)
-    host = launches * eff.kernel_launch_s
+    host = launches * dev.kernel_launch_s
     stage = np.maximum(device_time, host)
     cross = par.tp * par.pp > fabric.domain
     p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)

@@ -98,6 +98,9 @@ class Op:
     """Rows (tokens) per GEMM, which decides how close to peak the GEMM runs."""
     kernels: float
     """Kernels this operator class launches per layer (for host overhead)."""
+    weight_format_math: bool = True
+    """True for GEMMs against weights (they run in the weight format, fp8 or fp4 included);
+    attention and element-wise math run in the 16-bit activation format."""
 
     @property
     def bytes(self) -> FloatArray:
@@ -199,7 +202,8 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
     attn_act = tokens * heads * q_dims * ab / tp * lps
     ops.append(Op("attention", attn_flops, arr(0.0) * tokens, attn_kv, attn_act,
                   np.maximum(shape.decode_tokens_per_seq * heads / np.minimum(
-                      tp, float(att.num_kv_heads)), 1.0) + shape.prefill_tokens, 1.0))
+                      tp, float(att.num_kv_heads)), 1.0) + shape.prefill_tokens, 1.0,
+                  weight_format_math=False))
 
     # Dense MLP layers.
     if arch.dense_layers and arch.mlp is not None:
@@ -242,7 +246,7 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
 
     # Norms, residual adds, rotary: bandwidth over the activations.
     ops.append(Op("elementwise", 10.0 * tokens * d * lps, arr(0.0) * tokens, arr(0.0),
-                  6.0 * tokens * d * ab * lps, tokens, 0.0))
+                  6.0 * tokens * d * ab * lps, tokens, 0.0, weight_format_math=False))
 
     ar_bytes = tokens * d * ab
     return StepOps(tuple(ops), lps, ar_bytes, 2.0 * lps, alltoall, moe_layers_ps,

@@ -223,13 +223,19 @@ def validate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV 
 def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV file.")],
               output: Annotated[Path, typer.Option("--output", "-o",
                                                    help="Where to write the YAML.")],
-              calibration: CalibOpt = None) -> None:
+              calibration: CalibOpt = None,
+              cross_validate: Annotated[bool, typer.Option(
+                  "--cross-validate", help="Also report leave-one-accelerator-out errors "
+                  "(what hardware without measurements should expect).")] = False) -> None:
     """Fit efficiency parameters per accelerator to measurements (least squares on log
-    error) and write them as YAML for --calibration."""
+    error) and write them as YAML for --calibration. The fit starts from (and is weakly
+    pulled towards) the physical defaults, or the --calibration file when given."""
+    from ..hardware.efficiency import Efficiency
     from ..solvers.calibration import fit
 
     catalog = load_catalog()
-    base = _calibration(catalog, calibration)
+    base = CalibrationSet(Efficiency(), {}, {}, "physical defaults") if calibration is None \
+        else _calibration(catalog, calibration)
     rows = read_inference(measurements)
     err = console(stderr=True)
     report = fit(rows, catalog, base, progress=err.print)
@@ -244,6 +250,16 @@ def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV
         err.print(f"{name:16s} median APE {report.before[name]:7.1%} -> "
                   f"{report.after[name]:7.1%}")
     err.print(f"wrote {output} ({report.seconds:.1f} s)")
+    if cross_validate:
+        from ..solvers.calibration import cross_validate as run_cv
+
+        held = run_cv(rows, catalog, base, progress=err.print)
+        headers = ["held-out accelerator", "rows", "held-out median APE", "held-out p90 APE",
+                   "in-sample median APE"]
+        body = [[acc, f"{v['rows']:.0f}", f"{v['held_out_median_ape']:.1%}",
+                 f"{v['held_out_p90_ape']:.1%}", f"{v['in_sample_median_ape']:.1%}"]
+                for acc, v in held.items()]
+        _render_table("leave-one-accelerator-out", headers, body, Format.table, None)
 
 
 def main() -> None:

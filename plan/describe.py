@@ -34,6 +34,10 @@ def accelerator(acc: Accelerator) -> dict[str, Any]:
         "energy": None if acc.energy is None else {
             "per_op_j": dict(acc.energy.per_op_j), "per_byte_j": dict(acc.energy.per_byte_j),
             "static_power_w": acc.energy.static_power_w, "source": acc.energy.source},
+        "host_cpu": None if acc.host_cpu is None else {
+            "name": acc.host_cpu.name,
+            "relative_launch_speed": acc.host_cpu.relative_launch_speed,
+            "source": acc.host_cpu.source},
         "sources": dict(acc.sources), "derived": dict(acc.derived), "notes": acc.notes,
     }
 
@@ -81,6 +85,7 @@ def engine(profile: EngineProfile) -> dict[str, Any]:
             "kv_memory_fraction": profile.kv_memory_fraction,
             "runtime_reserve_bytes": profile.runtime_reserve_bytes,
             "kernels_per_layer": profile.kernels_per_layer, "graphs": profile.graphs,
+            "kernel_launch_s": profile.kernel_launch_s,
             "step_overhead_s": profile.step_overhead_s,
             "reserve_kv_for_output": profile.reserve_kv_for_output,
             "chunked_prefill": profile.chunked_prefill, "source": profile.source}

@@ -13,11 +13,12 @@ from fleetplan.models.roofline import gemm_time
 from fleetplan.models.transformer import StepShape, expected_experts_touched
 
 IDEAL = Efficiency(compute=1.0, gemm_rows_half=0.0, memory=1.0, network=1.0,
-                   kernel_launch_s=0.0, seq_overhead_s=0.0)
+                   seq_overhead_s=0.0)
 NO_OVERHEAD = EngineProfile(
     id="ideal", name="no host overhead", max_batch=4096, max_tokens_per_step=8192,
     kv_memory_fraction=0.9, runtime_reserve_bytes=0.0, kernels_per_layer=1, graphs=True,
-    step_overhead_s=0.0, reserve_kv_for_output=True, chunked_prefill=True, source="test")
+    kernel_launch_s=1e-9, step_overhead_s=0.0, reserve_kv_for_output=True, chunked_prefill=True,
+    sliding_window=True, source="test")
 
 
 def test_one_gemm_compute_bound() -> None:
