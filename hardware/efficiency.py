@@ -28,11 +28,14 @@ class Efficiency:
     """Fraction of peak memory bandwidth reached by streaming reads (weights, KV cache)."""
     network: float = 0.80
     """Fraction of link bandwidth collectives reach."""
+    moe: float = 1.0
+    """Fraction of the dense-GEMM efficiency that grouped expert GEMMs reach (many small
+    per-expert matrices, token permutation and routing around them), for compute and memory."""
     seq_overhead_s: float = 10e-6
     """Host time per running sequence per step (scheduling, sampling, KV-block bookkeeping)."""
 
     def __post_init__(self) -> None:
-        for name in ("compute", "memory", "network"):
+        for name in ("compute", "memory", "network", "moe"):
             value = getattr(self, name)
             if not (0 < value <= 1):
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")

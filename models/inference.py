@@ -50,21 +50,33 @@ class Replica:
         return self.par.devices
 
 
-def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike,
+def default_kv_precision(device: Device, weight: str) -> str:
+    """The KV-cache format an engine pairs with a weight format: the weight format itself for
+    8-bit and wider weights, fp8 for narrower ones (bf16 where the chip has no fp8)."""
+    if weight in ("fp4", "int4", "fp6", "posit4") or weight == "fp8":
+        return "fp8" if device.accelerator.supports("fp8") else "bf16"
+    return weight
+
+
+def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike | None,
                      ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(weight bytes, kv bytes, peak FLOP/s) for arrays of precision names.
 
     GEMMs run in the weight format when the chip has a native rate for it (fp8 and fp4
     weights come with activations in the same format, as TensorRT-LLM and vLLM run them);
-    weight-only formats without a native rate widen to the next one the chip has.
+    weight-only formats without a native rate widen to the next one the chip has. Names are
+    resolved once per distinct value, not once per candidate.
     """
-    w = np.asarray(weight, dtype=object)
-    k = np.asarray(kv, dtype=object)
     acc = device.accelerator
-    lookup_w = {p: (bytes_per_value(p), acc.peak_flops_for(p)) for p in np.unique(w)}
-    wb = np.vectorize(lambda p: lookup_w[p][0], otypes=[np.float64])(w)
-    peak = np.vectorize(lambda p: lookup_w[p][1], otypes=[np.float64])(w)
-    kb = np.vectorize(bytes_per_value, otypes=[np.float64])(k)
+    w_names, w_index = np.unique(np.asarray(weight).astype(str), return_inverse=True)
+    wb = np.array([bytes_per_value(p) for p in w_names])[w_index].reshape(np.shape(weight))
+    peak = np.array([acc.peak_flops_for(p) for p in w_names])[w_index].reshape(np.shape(weight))
+    if kv is None:
+        kb = np.array([bytes_per_value(default_kv_precision(device, p))
+                       for p in w_names])[w_index].reshape(np.shape(weight))
+    else:
+        k_names, k_index = np.unique(np.asarray(kv).astype(str), return_inverse=True)
+        kb = np.array([bytes_per_value(p) for p in k_names])[k_index].reshape(np.shape(kv))
     return wb, kb, peak
 
 
@@ -72,14 +84,7 @@ def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: Arr
                   ep: ArrayLike = 1, weight_precision: ArrayLike = "bf16",
                   kv_precision: ArrayLike | None = None, kv_offload: bool = False,
                   tokens_per_step: ArrayLike | None = None) -> Replica:
-    """A replica with its memory plan. `kv_precision` defaults to the weight format for 8-bit
-    and wider weights and to bf16 for narrower ones (fp4/int4 weights keep an fp8 or bf16 KV)."""
-    if kv_precision is None:
-        kv_precision = np.where(np.isin(np.asarray(weight_precision, dtype=object),
-                                        ["fp4", "int4", "fp6", "posit4"]),
-                                "fp8", np.asarray(weight_precision, dtype=object))
-        kv_precision = np.where(np.isin(kv_precision, ["fp8"]) &
-                                (not device.accelerator.supports("fp8")), "bf16", kv_precision)
+    """A replica with its memory plan; `kv_precision` defaults per `default_kv_precision`."""
     wb, kb, peak = precision_arrays(device, weight_precision, kv_precision)
     if not device.engine.sliding_window:
         # The engine attends over the whole context even where the model was trained with a

@@ -47,4 +47,6 @@ def op_time(op: Op, peak_flops: ArrayLike, eff: Efficiency, weight_s_per_byte: A
     compute = op.flops / (arr(peak_flops) * compute_efficiency(op.rows, eff))
     memory = (op.weight_bytes * arr(weight_s_per_byte) + op.kv_bytes * arr(kv_s_per_byte)
               + op.act_bytes * arr(act_s_per_byte))
+    if op.grouped:
+        compute, memory = compute / eff.moe, memory / eff.moe
     return OpTime(np.maximum(compute, memory), compute, memory)

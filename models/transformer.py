@@ -101,6 +101,8 @@ class Op:
     weight_format_math: bool = True
     """True for GEMMs against weights (they run in the weight format, fp8 or fp4 included);
     attention and element-wise math run in the 16-bit activation format."""
+    grouped: bool = False
+    """A grouped GEMM over many experts (MoE), which reaches less of the hardware."""
 
     @property
     def bytes(self) -> FloatArray:
@@ -233,7 +235,7 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
         router = float(moe.router_params(arch.hidden))
         flops = flops + 2.0 * tokens * router
         ops.append(Op("moe", flops * n, wbytes * n, arr(0.0), act * n,
-                      routed_tokens / np.maximum(touched, 1.0), 4.0))
+                      routed_tokens / np.maximum(touched, 1.0), 4.0, grouped=True))
         # Expert-parallel dispatch and combine: each routed token's activation leaves its
         # device with probability (ep-1)/ep, twice (there and back).
         alltoall = 2.0 * routed_tokens * d * ab / tp * (par.ep - 1.0) / par.ep

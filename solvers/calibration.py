@@ -1,9 +1,9 @@
 """Fits efficiency parameters to measurements: least squares on log(predicted / measured).
 
-Each accelerator gets its own few parameters (large-GEMM compute efficiency, streaming memory
-efficiency, host time per sequence), pulled weakly towards the shared default so that thin data
-cannot drag them to unphysical values. The shared default for accelerators without data is the
-median of the fitted ones.
+Each accelerator gets its own four physical parameters (large-GEMM compute efficiency, streaming
+memory efficiency, host time per running sequence, grouped expert-GEMM efficiency), pulled
+weakly towards the prior so that thin data cannot drag them to unphysical values, under a robust
+loss. The shared default for accelerators without data is the median of the fitted ones.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from ..hardware.catalog import Catalog
 from ..hardware.efficiency import CalibrationSet, Efficiency
 from ..models.measurements import InferenceMeasurement, predict_inference
 
-FITTED = ("compute", "memory", "seq_overhead_s")
-_BOUNDS = {"compute": (0.2, 1.0), "memory": (0.3, 1.0), "seq_overhead_s": (0.0, 200e-6)}
+FITTED = ("compute", "memory", "seq_overhead_s", "moe")
+_BOUNDS = {"compute": (0.2, 1.0), "memory": (0.3, 1.0), "seq_overhead_s": (0.0, 200e-6),
+           "moe": (0.3, 1.0)}
 # Scale of each parameter for the optimiser and for the prior's width (one unit = one
 # "reasonable deviation" from the default).
-_SCALE = {"compute": 0.15, "memory": 0.10, "seq_overhead_s": 20e-6}
+_SCALE = {"compute": 0.15, "memory": 0.10, "seq_overhead_s": 20e-6, "moe": 0.15}
 PRIOR_WEIGHT = 0.05
 # Log errors beyond about 20% count linearly, not quadratically (soft-L1 loss): a few rows the
 # model cannot represent (a benchmark capped by its request count, say) must not drag the
