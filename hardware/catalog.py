@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -104,6 +104,14 @@ def _read(node: Any, rel: str) -> Any:
     return load_yaml_text(node.read_text(encoding="utf-8"), f"catalog/{rel}")
 
 
+def _yaml_folder(root: Any, folder: str) -> Iterator[tuple[str, Any]]:
+    """(relative path, parsed YAML) of each .yaml file in a catalog folder, by name."""
+    for node in sorted((root / folder).iterdir(), key=lambda n: n.name):
+        if node.name.endswith(".yaml"):
+            rel = f"{folder}/{node.name}"
+            yield rel, _read(node, rel)
+
+
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """The shipped catalog, parsed once per process."""
@@ -112,21 +120,15 @@ def load_catalog() -> Catalog:
                                  "catalog/interconnects.yaml")
     memory = _parse_memory(_read(root / "memory.yaml", "memory.yaml"), "catalog/memory.yaml")
     accelerators: dict[str, Accelerator] = {}
-    for node in sorted((root / "accelerators").iterdir(), key=lambda n: n.name):
-        if not node.name.endswith(".yaml"):
-            continue
-        rel = f"accelerators/{node.name}"
-        entries = Fields(_read(node, rel), f"catalog/{rel}")
+    for rel, data in _yaml_folder(root, "accelerators"):
+        entries = Fields(data, f"catalog/{rel}")
         for acc_id in entries:
             if acc_id in accelerators:
                 raise entries.error(acc_id, "duplicate accelerator id")
             accelerators[acc_id] = parse_accelerator(entries.sub(acc_id), acc_id, links)
     models: dict[str, ModelArch] = {}
-    for node in sorted((root / "models").iterdir(), key=lambda n: n.name):
-        if not node.name.endswith(".yaml"):
-            continue
-        rel = f"models/{node.name}"
-        arch = parse_model(_read(node, rel), f"catalog/{rel}")
+    for rel, data in _yaml_folder(root, "models"):
+        arch = parse_model(data, f"catalog/{rel}")
         if arch.id in models:
             raise SpecError("duplicate model id", file=f"catalog/{rel}", field="id")
         models[arch.id] = arch

@@ -37,65 +37,65 @@ def kind_of(path: Path) -> str:
     return "inference"
 
 
+class _Row:
+    """One CSV row with typed, located reads."""
+
+    def __init__(self, path: Path, line: int, row: dict[str, str]) -> None:
+        self.path, self.line, self.row = path, line, row
+
+    def error(self, col: str, message: str) -> SpecError:
+        return SpecError(message, file=str(self.path), line=self.line, field=col)
+
+    def text(self, col: str) -> str:
+        return (self.row.get(col) or "").strip()
+
+    def number(self, col: str) -> float | None:
+        """A finite non-negative number, or None when the cell is empty."""
+        raw = self.text(col)
+        if raw == "":
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.error(col, f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise self.error(col, f"expected a finite non-negative number, got {raw!r}")
+        return value
+
+    def integer(self, col: str) -> int | None:
+        value = self.number(col)
+        if value is not None and not value.is_integer():
+            raise self.error(col, f"expected an integer, got {self.text(col)!r}")
+        return None if value is None else int(value)
+
+
 def read_inference(path: Path) -> list[InferenceMeasurement]:
     header, rows = _read_rows(path)
     missing = [c for c in INFERENCE_COLUMNS if c not in header]
     if missing:
         raise SpecError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1)
     out = []
-    for line, row in rows:
-        def text(col: str, row: dict[str, str] = row) -> str:
-            return (row.get(col) or "").strip()
-
-        def integer(col: str, default: int | None = None, *, line: int = line,
-                    text: object = text) -> int | None:
-            raw = text(col)  # type: ignore[operator]
-            if raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SpecError(f"expected an integer, got {raw!r}", file=str(path), line=line,
-                                field=col) from None
-            if not value.is_integer() or value < 0:
-                raise SpecError(f"expected a non-negative integer, got {raw!r}", file=str(path),
-                                line=line, field=col)
-            return int(value)
-
-        def number(col: str, *, line: int = line, text: object = text) -> float | None:
-            raw = text(col)  # type: ignore[operator]
-            if raw == "":
-                return None
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SpecError(f"expected a number, got {raw!r}", file=str(path), line=line,
-                                field=col) from None
-            if not math.isfinite(value) or value < 0:
-                raise SpecError(f"expected a finite non-negative number, got {raw!r}",
-                                file=str(path), line=line, field=col)
-            return value
-
-        scenario = text("scenario")
+    for line, raw in rows:
+        row = _Row(path, line, raw)
+        scenario = row.text("scenario")
         if scenario not in SCENARIOS:
-            raise SpecError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}",
-                            file=str(path), line=line, field="scenario")
-        metric = text("metric")
+            raise row.error("scenario", f"must be one of {', '.join(SCENARIOS)}, "
+                                        f"got {scenario!r}")
+        metric = row.text("metric")
         if metric not in INFERENCE_METRICS:
-            raise SpecError(f"unknown metric {metric!r}", file=str(path), line=line,
-                            field="metric")
-        value = number("value")
+            raise row.error("metric", f"unknown metric {metric!r}")
+        value = row.number("value")
         if value is None:
-            raise SpecError("is required", file=str(path), line=line, field="value")
-        tp = integer("tp", 1) or 1
-        pp = integer("pp", 1) or 1
+            raise row.error("value", "is required")
+        tp = row.integer("tp") or 1
+        pp = row.integer("pp") or 1
         out.append(InferenceMeasurement(
-            id=text("id") or f"line-{line}", model=text("model"),
-            accelerator=text("accelerator"),
-            num_accelerators=integer("num_accelerators", tp * pp) or tp * pp,
-            precision=text("precision"), tp=tp, pp=pp, ep=integer("ep", 1) or 1,
-            scenario=scenario, input_len=integer("input_len"), output_len=integer("output_len"),
-            batch_size=integer("batch_size"), request_rate=number("request_rate"),
-            concurrency=integer("concurrency"), metric=metric, value=value,
-            engine=text("engine"), line=line))
+            id=row.text("id") or f"line-{line}", model=row.text("model"),
+            accelerator=row.text("accelerator"),
+            num_accelerators=row.integer("num_accelerators") or tp * pp,
+            precision=row.text("precision"), tp=tp, pp=pp, ep=row.integer("ep") or 1,
+            scenario=scenario, input_len=row.integer("input_len"),
+            output_len=row.integer("output_len"), batch_size=row.integer("batch_size"),
+            request_rate=row.number("request_rate"), concurrency=row.integer("concurrency"),
+            metric=metric, value=value, engine=row.text("engine"), line=line))
     return out
