@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from ..hardware.catalog import Catalog, UnknownIdError
 from ..hardware.efficiency import CalibrationSet
 from ..hardware.precision import PRECISIONS
+from .arrays import arr
 from .device import Device
-from .inference import build_replica, max_throughput, static
+from .inference import Replica, build_replica, max_throughput, static
+from .queueing import Lengths, Workload, closed_loop, serve
 
 INFERENCE_METRICS = ("output_tok_s_per_gpu", "output_tok_s_total", "ttft_s", "tpot_s", "itl_s",
                      "ttft_p50_s", "tpot_p50_s", "itl_p50_s", "e2e_p50_s", "ttft_p99_s",
@@ -56,8 +58,6 @@ class Prediction:
 def predict_inference(m: InferenceMeasurement, catalog: Catalog,
                       calibration: CalibrationSet) -> Prediction:
     """What fleetplan predicts for one measurement row."""
-    if m.scenario == "online":
-        return Prediction(None, "online scenario needs the queueing model (not in this build)")
     if m.input_len is None or m.output_len is None:
         return Prediction(None, "dataset length distribution, no fixed input/output length")
     if m.precision not in PRECISIONS:
@@ -75,6 +75,8 @@ def predict_inference(m: InferenceMeasurement, catalog: Catalog,
     rep = build_replica(arch, device, tp=m.tp, pp=m.pp, ep=m.ep, weight_precision=m.precision)
     if not bool(rep.memory.fits):
         return Prediction(None, "weights do not fit in device memory at this parallelism")
+    if m.scenario == "online":
+        return _predict_online(m, rep)
     if m.scenario == "static":
         if m.batch_size is None:
             return Prediction(None, "static scenario without batch_size")
@@ -93,3 +95,39 @@ def predict_inference(m: InferenceMeasurement, catalog: Catalog,
         return Prediction(None, f"metric {metric!r} needs the queueing model")
     phase = est.prefill if metric.startswith("ttft") else est.decode
     return Prediction(float(values[metric]), "", str(phase.bound()))
+
+
+def _predict_online(m: InferenceMeasurement, rep: Replica) -> Prediction:
+    """Poisson arrivals at `request_rate`, or a closed loop of `concurrency` clients."""
+    assert m.input_len is not None and m.output_len is not None  # checked by the caller
+    if m.request_rate is not None and m.request_rate > 0:
+        load = Workload(arr(m.request_rate), Lengths.fixed(m.input_len),
+                        Lengths.fixed(m.output_len))
+        res = serve(rep, load)
+        if not bool(res.stable):
+            # Past capacity a finite benchmark still finishes; it reports what the replica
+            # sustained, while latencies grow with the length of the run.
+            if m.metric == "output_tok_s_total":
+                return Prediction(float(res.capacity_rps) * m.output_len, "", "capacity")
+            return Prediction(None, f"offered {m.request_rate} req/s exceeds the predicted "
+                                    f"capacity {float(res.capacity_rps):.3g} req/s")
+    elif m.concurrency is not None and m.concurrency > 0:
+        res = closed_loop(rep, concurrency=m.concurrency, input_len=m.input_len,
+                          output_len=m.output_len)
+    else:
+        return Prediction(None, "online row without request_rate or concurrency")
+    metric = m.metric
+    pct = "mean"
+    for name in ("p50", "p90", "p99"):
+        if f"_{name}_" in metric:
+            pct = name
+    base = metric.split("_")[0]
+    if base == "output":
+        return Prediction(float(res.output_tok_s), "", "")
+    if base in ("itl", "tpot"):
+        return Prediction(float(res.tpot.at(pct)), "", "")
+    if base == "ttft":
+        return Prediction(float(res.ttft.at(pct)), "", "")
+    if base == "e2e":
+        return Prediction(float(res.e2e.at(pct)), "", "")
+    return Prediction(None, f"metric {metric!r} is not predicted for online rows")

@@ -17,10 +17,11 @@ from ..hardware.catalog import CATALOG_SECTIONS, Catalog, UnknownIdError, load_c
 from ..hardware.efficiency import CalibrationSet, parse_calibration
 from ..hardware.errors import SpecError
 from ..hardware.yamlio import load_yaml_file
+from ..models.queueing import Slo
 from . import describe
-from .estimate import EstimateRequest, run_estimate
+from .estimate import EstimateRequest, run_estimate, run_goodput, run_sweep
 from .measurements import kind_of, read_inference
-from .output import Format, console, emit, markdown_table, to_json
+from .output import Format, console, emit, fmt_si, markdown_table, to_json
 from .validate import summary_rows, validate_inference
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -37,6 +38,11 @@ class Section(StrEnum):
     interconnects = "interconnects"
     memory = "memory"
     engines = "engines"
+
+
+class Arrival(StrEnum):
+    poisson = "poisson"
+    gamma = "gamma"
 
 
 class Scenario(StrEnum):
@@ -136,47 +142,102 @@ def catalog_show(entry_id: Annotated[str, typer.Argument(metavar="ID",
 # ----------------------------------------------------------------------------- estimate
 
 
+# Options shared by every command that describes one replica and its load.
+ModelOpt = Annotated[str, typer.Option("--model", help="Catalog model id or a config.json path.")]
+AccOpt = Annotated[str, typer.Option("--accelerator", help="Catalog accelerator id.")]
+InOpt = Annotated[int, typer.Option("--input-len", help="Prompt tokens per request (mean when "
+                                                        "--input-dist is given).")]
+OutLenOpt = Annotated[int, typer.Option("--output-len", help="Generated tokens per request.")]
+CountOpt = Annotated[int | None, typer.Option("--count", help="Accelerators in the replica "
+                                                              "(= tp x pp).")]
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel degree.")]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel degree.")]
+EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel degree (divides tp).")]
+PrecOpt = Annotated[str, typer.Option("--precision", help="Weight and GEMM precision.")]
+KvPrecOpt = Annotated[str | None, typer.Option("--kv-precision", help="KV-cache precision.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="Serving engine profile "
+                                                         "(fleetplan catalog list engines).")]
+ChunkOpt = Annotated[int | None, typer.Option("--prefill-chunk",
+                                              help="Token budget per step (chunked prefill).")]
+OffloadOpt = Annotated[str | None, typer.Option(
+    "--kv-offload", help="Host memory tier id that takes KV cache past device memory.")]
+DraftOpt = Annotated[int, typer.Option("--draft-len", help="Speculative decoding: drafted "
+                                                           "tokens per step (0 = off).")]
+AcceptOpt = Annotated[float, typer.Option("--acceptance", help="Speculative decoding: "
+                                                               "acceptance per drafted token.")]
+DraftModelOpt = Annotated[str | None, typer.Option(
+    "--draft-model", help="Draft model id (default: drafting heads inside the target).")]
+MaxBatchOpt = Annotated[int | None, typer.Option("--max-batch", help="Cap on running "
+                                                                     "sequences.")]
+ArrivalOpt = Annotated[Arrival, typer.Option("--arrival", help="Arrival process.")]
+CvOpt = Annotated[float, typer.Option("--cv", help="Coefficient of variation of gamma "
+                                                   "inter-arrival times.")]
+InDistOpt = Annotated[str | None, typer.Option("--input-dist", help="Prompt lengths: "
+                                               "'fixed:N' or 'lognormal:MEAN:STD'.")]
+OutDistOpt = Annotated[str | None, typer.Option("--output-dist", help="Output lengths: "
+                                                "'fixed:N' or 'lognormal:MEAN:STD'.")]
+PrefixOpt = Annotated[float, typer.Option("--prefix-hit", help="Fraction of prompt tokens a "
+                                                               "prefix cache saves.")]
+
+
+def _request(model: str, accelerator: str, input_len: int, output_len: int, count: int | None,
+             tp: int, pp: int, ep: int, precision: str, kv_precision: str | None, batch: int | None,
+             scenario: str, engine: str, prefill_chunk: int | None, kv_offload: str | None,
+             draft_len: int, acceptance: float, draft_model: str | None, rate: float | None,
+             arrival: Arrival, cv: float, input_dist: str | None, output_dist: str | None,
+             prefix_hit: float) -> EstimateRequest:
+    return EstimateRequest(model, accelerator, input_len, output_len, count, tp, pp, ep,
+                           precision, kv_precision, batch, scenario, engine, prefill_chunk,
+                           kv_offload, draft_len, acceptance, draft_model, rate, arrival.value,
+                           cv, input_dist, output_dist, prefix_hit)
+
+
+def _kv_table(rows: list[list[str]], title: str, fmt: Format, out: Path | None) -> None:
+    _render_table(title, ["metric", "value"], rows, fmt, out)
+
+
+def _latency_rows(report: dict[str, Any]) -> list[list[str]]:
+    lat = report["latency"]
+    rows = []
+    for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
+        p = lat[name]
+        rows.append([f"{label} mean / p50 / p90 / p99",
+                     " / ".join(fmt_si(p[k], "s") for k in ("mean", "p50", "p90", "p99"))])
+    rows.append(["utilization", f"{report['utilization']:.1%}"])
+    rows.append(["capacity per replica", f"{report['capacity_rps']:.3g} req/s"])
+    rows.append(["mean running sequences", f"{report['mean_batch']:.1f}"])
+    return rows
+
+
 @app.command()
 def estimate(
-    model: Annotated[str, typer.Option(help="Catalog model id or a config.json path.")],
-    accelerator: Annotated[str, typer.Option(help="Catalog accelerator id.")],
-    input_len: Annotated[int, typer.Option(help="Prompt tokens per request.")],
-    output_len: Annotated[int, typer.Option(help="Generated tokens per request.")],
-    count: Annotated[int | None, typer.Option(help="Accelerators in the replica "
-                                                   "(= tp x pp).")] = None,
-    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
-    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides tp).")] = 1,
-    precision: Annotated[str, typer.Option(help="Weight and GEMM precision.")] = "bf16",
-    kv_precision: Annotated[str | None, typer.Option(help="KV-cache precision.")] = None,
+    model: ModelOpt, accelerator: AccOpt, input_len: InOpt, output_len: OutLenOpt,
+    count: CountOpt = None, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    precision: PrecOpt = "bf16", kv_precision: KvPrecOpt = None,
     batch: Annotated[int | None, typer.Option(help="Requests in the batch (static) or the "
-                                                   "batch cap (max_throughput).")] = None,
+                                                   "batch cap (otherwise).")] = None,
     scenario: Annotated[Scenario, typer.Option(help="static: the batch starts together; "
                                                "max_throughput: unlimited arrivals.")]
     = Scenario.static,
-    engine: Annotated[str, typer.Option(help="Serving engine profile.")] = "trtllm",
-    prefill_chunk: Annotated[int | None, typer.Option(
-        help="Token budget per step (chunked prefill).")] = None,
-    kv_offload: Annotated[str | None, typer.Option(
-        help="Host memory tier id that takes KV cache past device memory.")] = None,
-    draft_len: Annotated[int, typer.Option(help="Speculative decoding: drafted tokens "
-                                                "per step (0 = off).")] = 0,
-    acceptance: Annotated[float, typer.Option(help="Speculative decoding: acceptance rate "
-                                                   "per drafted token.")] = 0.7,
-    draft_model: Annotated[str | None, typer.Option(help="Draft model id (default: drafting "
-                                                         "heads inside the target).")] = None,
+    engine: EngineOpt = "trtllm", prefill_chunk: ChunkOpt = None, kv_offload: OffloadOpt = None,
+    draft_len: DraftOpt = 0, acceptance: AcceptOpt = 0.7, draft_model: DraftModelOpt = None,
+    rate: Annotated[float | None, typer.Option(
+        help="Requests per second: adds latency percentiles under this load.")] = None,
+    max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
+    input_dist: InDistOpt = None, output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
-    """Predict TTFT, TPOT, throughput, memory and energy of one configuration."""
+    """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate,
+    latency percentiles under that load."""
     catalog = load_catalog()
-    req = EstimateRequest(model, accelerator, input_len, output_len, count, tp, pp, ep,
-                          precision, kv_precision, batch, scenario.value, engine, prefill_chunk,
-                          kv_offload, draft_len, acceptance, draft_model)
+    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
+                   kv_precision, max_batch if max_batch is not None else batch, scenario.value,
+                   engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model, rate,
+                   arrival, cv, input_dist, output_dist, prefix_hit)
     report = run_estimate(req, catalog, _calibration(catalog, calibration))
     if fmt == Format.json:
         emit(to_json(report), out)
         return
-    from .output import fmt_si
     mem = report["memory"]
     rows = [
         ["feasible", str(report["feasible"])],
@@ -191,11 +252,82 @@ def estimate(
         ["weights per accelerator", fmt_si(mem["weights_bytes"], "B")],
         ["KV cache capacity per accelerator", fmt_si(mem["kv_cache_capacity_bytes"], "B")],
         ["KV capacity (tokens)", f"{mem['kv_capacity_tokens']:.0f}"],
-    ] + [["warning", w] for w in report["warnings"]]
+    ]
+    if "latency" in report:
+        rows += [[f"under {rate:g} req/s", ""], *_latency_rows(report)]
+    rows += [["warning", w] for w in report["warnings"]]
     i = report["inputs"]
     title = (f"{i['model']} on {i['count']}x {i['accelerator']} (tp={i['tp']} pp={i['pp']}) "
-             f"{i['precision']}, {i['scenario']}")
-    _render_table(title, ["metric", "value"], rows, fmt, out)
+             f"{i['precision']}, {i['scenario'] if rate is None else 'online'}")
+    _kv_table(rows, title, fmt, out)
+
+
+@app.command("goodput")
+def goodput_cmd(
+    model: ModelOpt, accelerator: AccOpt, input_len: InOpt, output_len: OutLenOpt,
+    slo_ttft_p99: Annotated[float | None, typer.Option(help="p99 TTFT bound, s.")] = None,
+    slo_tpot_p99: Annotated[float | None, typer.Option(help="p99 TPOT bound, s.")] = None,
+    slo_ttft_p90: Annotated[float | None, typer.Option(help="p90 TTFT bound, s.")] = None,
+    slo_tpot_p90: Annotated[float | None, typer.Option(help="p90 TPOT bound, s.")] = None,
+    slo_e2e_p99: Annotated[float | None, typer.Option(help="p99 end-to-end bound, s.")] = None,
+    count: CountOpt = None, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    precision: PrecOpt = "bf16", kv_precision: KvPrecOpt = None, engine: EngineOpt = "trtllm",
+    prefill_chunk: ChunkOpt = None, kv_offload: OffloadOpt = None, draft_len: DraftOpt = 0,
+    acceptance: AcceptOpt = 0.7, draft_model: DraftModelOpt = None,
+    max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
+    input_dist: InDistOpt = None, output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
+    calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
+) -> None:
+    """The highest request rate one replica sustains within the latency SLOs, and what binds."""
+    catalog = load_catalog()
+    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
+                   kv_precision, max_batch, "max_throughput", engine, prefill_chunk,
+                   kv_offload, draft_len, acceptance, draft_model, None, arrival, cv,
+                   input_dist, output_dist, prefix_hit)
+    slo = Slo(ttft_p99_s=slo_ttft_p99, tpot_p99_s=slo_tpot_p99, ttft_p90_s=slo_ttft_p90,
+              tpot_p90_s=slo_tpot_p90, e2e_p99_s=slo_e2e_p99)
+    if not slo.items():
+        raise SpecError("give at least one SLO, e.g. --slo-ttft-p99 1.0", field="slo")
+    report = run_goodput(req, slo, catalog, _calibration(catalog, calibration))
+    if fmt == Format.json:
+        emit(to_json(report), out)
+        return
+    rows = [["goodput per replica", f"{report['goodput_rps']:.3g} req/s"],
+            ["binding", report["binding"]],
+            ["capacity per replica", f"{report['capacity_rps']:.3g} req/s"]]
+    rows += _latency_rows(report["at_goodput"])
+    _kv_table(rows, f"goodput of {req.model} on {tp * pp}x {accelerator}", fmt, out)
+
+
+@app.command()
+def sweep(
+    model: ModelOpt, accelerator: AccOpt, input_len: InOpt, output_len: OutLenOpt,
+    count: CountOpt = None, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    precision: PrecOpt = "bf16", kv_precision: KvPrecOpt = None, engine: EngineOpt = "trtllm",
+    prefill_chunk: ChunkOpt = None, max_batch: MaxBatchOpt = None,
+    arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0, input_dist: InDistOpt = None,
+    output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
+    calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
+) -> None:
+    """Latency versus load: percentiles at 10% to 95% of one replica's capacity."""
+    catalog = load_catalog()
+    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
+                   kv_precision, max_batch, "max_throughput", engine, prefill_chunk, None, 0,
+                   0.0, None, None, arrival, cv, input_dist, output_dist, prefix_hit)
+    fractions = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    report = run_sweep(req, fractions, catalog, _calibration(catalog, calibration))
+    if fmt == Format.json:
+        emit(to_json(report), out)
+        return
+    headers = ["load", "req/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "e2e p99",
+               "batch"]
+    body = [[f"{p['load_fraction']:.0%}", f"{p['rate_rps']:.3g}",
+             fmt_si(p["ttft_s"]["p50"], "s"), fmt_si(p["ttft_s"]["p99"], "s"),
+             fmt_si(p["tpot_s"]["p50"], "s"), fmt_si(p["tpot_s"]["p99"], "s"),
+             fmt_si(p["e2e_s"]["p99"], "s"), f"{p['mean_batch']:.1f}"]
+            for p in report["points"]]
+    _render_table(f"latency vs load (capacity {report['capacity_rps']:.3g} req/s per replica)",
+                  headers, body, fmt, out)
 
 
 # ----------------------------------------------------------------------------- validate

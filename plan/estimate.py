@@ -8,18 +8,30 @@ from typing import Any
 import numpy as np
 
 from ..hardware.catalog import Catalog
-from ..hardware.efficiency import CalibrationSet
+from ..hardware.efficiency import CalibrationSet, Efficiency
+from ..hardware.engine import EngineProfile
 from ..hardware.errors import SpecError
 from ..hardware.precision import PRECISIONS
+from ..hardware.specs import HostMemoryTier
 from ..models.device import Device
 from ..models.inference import (
     IDLE_POWER_FRACTION,
     Estimate,
+    Replica,
     SpecDecode,
     StepTime,
     build_replica,
     max_throughput,
     static,
+)
+from ..models.queueing import (
+    Lengths,
+    LoadResult,
+    Percentiles,
+    Slo,
+    Workload,
+    goodput,
+    serve,
 )
 
 
@@ -45,6 +57,39 @@ class EstimateRequest:
     draft_len: int = 0
     acceptance: float = 0.0
     draft_model: str | None = None
+    rate_rps: float | None = None
+    arrival: str = "poisson"
+    arrival_cv: float = 1.0
+    input_dist: str | None = None
+    output_dist: str | None = None
+    prefix_hit: float = 0.0
+
+
+def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
+    """`None` -> the fixed length; "lognormal:MEAN:STD" or "fixed:N" otherwise."""
+    if text is None:
+        return Lengths.fixed(fixed)
+    parts = text.split(":")
+    try:
+        if parts[0] == "fixed" and len(parts) == 2:
+            value = float(parts[1])
+            if value >= 1:
+                return Lengths.fixed(value)
+        elif parts[0] == "lognormal" and len(parts) == 3:
+            mean, std = float(parts[1]), float(parts[2])
+            if mean >= 1 and std >= 0:
+                return Lengths.lognormal(mean, std)
+    except ValueError:
+        pass
+    raise SpecError(f"expected 'fixed:N' or 'lognormal:MEAN:STD' with MEAN >= 1, got {text!r}",
+                    field=field)
+
+
+def workload_of(req: EstimateRequest, rate: float) -> Workload:
+    return Workload(np.asarray(rate, dtype=float),
+                    parse_lengths(req.input_dist, req.input_len, "input_dist"),
+                    parse_lengths(req.output_dist, req.output_len, "output_dist"),
+                    req.arrival_cv if req.arrival == "gamma" else 1.0, req.prefix_hit)
 
 
 def _check(req: EstimateRequest) -> None:
@@ -62,12 +107,20 @@ def _check(req: EstimateRequest) -> None:
     if req.count is not None and req.count != req.tp * req.pp:
         raise SpecError(f"count {req.count} must equal tp x pp = {req.tp * req.pp} for one "
                         "replica", field="count")
-    if req.scenario == "static" and req.batch is None:
+    if req.scenario == "static" and req.batch is None and req.rate_rps is None:
         raise SpecError("the static scenario needs --batch", field="batch")
     if req.batch is not None and req.batch < 1:
         raise SpecError(f"must be >= 1, got {req.batch}", field="batch")
     if not 0.0 <= req.acceptance <= 1.0:
         raise SpecError(f"must be within 0..1, got {req.acceptance}", field="acceptance")
+    if req.rate_rps is not None and req.rate_rps <= 0:
+        raise SpecError(f"must be positive, got {req.rate_rps}", field="rate")
+    if req.arrival not in ("poisson", "gamma"):
+        raise SpecError(f"must be poisson or gamma, got {req.arrival!r}", field="arrival")
+    if req.arrival_cv <= 0:
+        raise SpecError(f"must be positive, got {req.arrival_cv}", field="cv")
+    if not 0.0 <= req.prefix_hit < 1.0:
+        raise SpecError(f"must be within 0..1, got {req.prefix_hit}", field="prefix_hit")
 
 
 def _phase(step: StepTime) -> dict[str, Any]:
@@ -76,9 +129,19 @@ def _phase(step: StepTime) -> dict[str, Any]:
             "network_s": float(step.network), "overhead_s": float(step.overhead)}
 
 
-def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) \
-        -> dict[str, Any]:
-    """Resolve ids, evaluate the scenario, and return the JSON-ready report."""
+@dataclass(frozen=True)
+class Resolved:
+    """A request resolved against the catalog: the replica and what it runs on."""
+
+    replica: Replica
+    spec: SpecDecode | None
+    engine: EngineProfile
+    efficiency: Efficiency
+    host: HostMemoryTier | None
+
+
+def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) -> Resolved:
+    """Check the request and build its replica."""
     _check(req)
     arch = catalog.model(req.model)
     acc = catalog.accelerator(req.accelerator)
@@ -98,8 +161,33 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
                                   pp=req.pp, weight_precision=req.precision)
         spec = SpecDecode(req.draft_len, req.acceptance, draft,
                           0.0 if draft else 0.05)
+    return Resolved(rep, spec, engine, eff, host)
+
+
+def _percentiles(p: Percentiles) -> dict[str, float]:
+    return {k: float(v) for k, v in p.as_dict().items()}
+
+
+def load_report(res: LoadResult) -> dict[str, Any]:
+    """The `latency` part of a report for a replica under load."""
+    return {
+        "latency": {"ttft_s": _percentiles(res.ttft), "tpot_s": _percentiles(res.tpot),
+                    "e2e_s": _percentiles(res.e2e)},
+        "utilization": float(res.utilization), "stable": bool(res.stable),
+        "capacity_rps": float(res.capacity_rps), "mean_batch": float(res.batch),
+        "step_s": float(res.step_s), "queue_wait_s": float(res.queue_wait_s),
+    }
+
+
+def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) \
+        -> dict[str, Any]:
+    """Resolve ids, evaluate the scenario, and return the JSON-ready report."""
+    r = resolve(req, catalog, calibration)
+    rep, spec, engine, eff, host = r.replica, r.spec, r.engine, r.efficiency, r.host
+    arch, acc = rep.arch, rep.device.accelerator
+    budget = req.prefill_chunk or engine.max_tokens_per_step
     est: Estimate
-    if req.scenario == "static":
+    if req.scenario == "static" and req.batch is not None:
         est = static(rep, batch=req.batch, input_len=req.input_len, output_len=req.output_len,
                      spec=spec)
     else:
@@ -116,7 +204,7 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
     if host is not None and kv_used > float(mem.kv_capacity_bytes):
         warnings.append(f"KV cache spills {kv_used - float(mem.kv_capacity_bytes):.3g} bytes "
                         f"per device to {host.id}; reads over the host link are charged")
-    return {
+    report: dict[str, Any] = {
         "inputs": {
             "model": arch.id, "accelerator": acc.id, "count": req.tp * req.pp, "tp": req.tp,
             "pp": req.pp, "ep": req.ep, "precision": req.precision,
@@ -156,3 +244,55 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
         },
         "warnings": warnings,
     }
+    if req.rate_rps is not None:
+        load = serve(rep, workload_of(req, req.rate_rps), max_batch=req.batch,
+                     token_budget=req.prefill_chunk, spec=spec)
+        report.update(load_report(load))
+        report["inputs"].update({"rate_rps": req.rate_rps, "arrival": req.arrival,
+                                 "arrival_cv": req.arrival_cv if req.arrival == "gamma"
+                                 else 1.0, "input_dist": req.input_dist,
+                                 "output_dist": req.output_dist, "prefix_hit": req.prefix_hit})
+        if not bool(load.stable):
+            warnings.append(f"offered {req.rate_rps:g} req/s exceeds the capacity of "
+                            f"{float(load.capacity_rps):.3g} req/s per replica")
+    return report
+
+
+def run_goodput(req: EstimateRequest, slo: Slo, catalog: Catalog,
+                calibration: CalibrationSet) -> dict[str, Any]:
+    """The highest request rate per replica that meets `slo`, and what binds there."""
+    r = resolve(req, catalog, calibration)
+    rate, binding, at = goodput(r.replica, workload_of(req, 1.0), slo, max_batch=req.batch,
+                                token_budget=req.prefill_chunk, spec=r.spec)
+    return {"goodput_rps": float(rate), "binding": str(binding),
+            "capacity_rps": float(at.capacity_rps),
+            "slo": {f"{m}_{p}_s": b for m, p, b in slo.items()},
+            "at_goodput": load_report(at),
+            "inputs": {"model": r.replica.arch.id, "accelerator": req.accelerator,
+                       "tp": req.tp, "pp": req.pp, "ep": req.ep, "precision": req.precision,
+                       "input_len": req.input_len, "output_len": req.output_len,
+                       "input_dist": req.input_dist, "output_dist": req.output_dist,
+                       "arrival": req.arrival, "engine": r.engine.id},
+            "assumptions": {"efficiency": r.efficiency.as_dict()}}
+
+
+def run_sweep(req: EstimateRequest, fractions: list[float], catalog: Catalog,
+              calibration: CalibrationSet) -> dict[str, Any]:
+    """Latency percentiles at fractions of capacity (one vectorised evaluation)."""
+    r = resolve(req, catalog, calibration)
+    probe = serve(r.replica, workload_of(req, 1e-6), max_batch=req.batch,
+                  token_budget=req.prefill_chunk, spec=r.spec)
+    cap = float(probe.capacity_rps)
+    rates = np.asarray(fractions) * cap
+    res = serve(r.replica, workload_of(req, 1.0).at_rate(rates), max_batch=req.batch,
+                token_budget=req.prefill_chunk, spec=r.spec)
+    rows = []
+    for k, frac in enumerate(fractions):
+        rows.append({"load_fraction": frac, "rate_rps": float(rates[k]),
+                     "ttft_s": {n: float(v[k]) for n, v in res.ttft.as_dict().items()},
+                     "tpot_s": {n: float(v[k]) for n, v in res.tpot.as_dict().items()},
+                     "e2e_s": {n: float(v[k]) for n, v in res.e2e.as_dict().items()},
+                     "mean_batch": float(res.batch[k]), "stable": bool(res.stable[k])})
+    return {"capacity_rps": cap, "points": rows,
+            "inputs": {"model": r.replica.arch.id, "accelerator": req.accelerator,
+                       "tp": req.tp, "precision": req.precision, "engine": r.engine.id}}

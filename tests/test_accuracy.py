@@ -41,6 +41,23 @@ def test_error_within_recorded_bounds(report: dict[str, object]) -> None:
     assert float(np.percentile(ape, 90)) <= P90_APE_MAX
 
 
+# Online rows (TensorRT-LLM 0.14 behind Triton, Poisson arrivals): recorded 43% median APE on
+# mean TTFT and 32% on mean ITL, both under-predicted (the serving frontend's per-request and
+# streaming costs are not modelled yet; the target is 25% and 15%).
+ONLINE_TTFT_MEDIAN_MAX = 0.45
+ONLINE_ITL_MEDIAN_MAX = 0.34
+
+
+def test_online_error_within_recorded_bounds(report: dict[str, object]) -> None:
+    rows = [r for r in report["rows"]  # type: ignore[attr-defined]
+            if r["scenario"] == "online"]
+    assert len(rows) >= 60
+    ttft = [r["ape"] for r in rows if r["metric"] == "ttft_s"]
+    itl = [r["ape"] for r in rows if r["metric"] == "itl_s"]
+    assert float(np.median(ttft)) <= ONLINE_TTFT_MEDIAN_MAX
+    assert float(np.median(itl)) <= ONLINE_ITL_MEDIAN_MAX
+
+
 def test_skipped_rows_say_why(report: dict[str, object]) -> None:
     skipped = report["skipped"]
     assert isinstance(skipped, list)

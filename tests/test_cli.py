@@ -31,7 +31,8 @@ def _command_paths() -> list[list[str]]:
 
 def test_commands_exist() -> None:
     names = {" ".join(p) for p in _command_paths()}
-    assert {"catalog list", "catalog show", "estimate", "validate", "calibrate"} <= names
+    assert {"catalog list", "catalog show", "estimate", "validate", "calibrate", "goodput",
+            "sweep"} <= names
 
 
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "root")
@@ -63,6 +64,34 @@ def test_estimate_json_is_the_only_stdout() -> None:
                 "batch", "memory", "bound", "energy_j_per_token"):
         assert key in report
     assert report["bound"]["decode"] in ("compute", "memory", "network", "overhead")
+
+
+def test_estimate_with_rate_reports_latency() -> None:
+    result = _fleetplan("estimate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                        "--precision", "fp8", "--input-len", "512", "--output-len", "128",
+                        "--rate", "5", "--input-dist", "lognormal:512:256", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for name in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(report["latency"][name]) == {"mean", "p50", "p90", "p99"}
+    assert report["stable"] is True and 0 < report["utilization"] < 1
+
+
+def test_goodput_command() -> None:
+    result = _fleetplan("goodput", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                        "--precision", "fp8", "--input-len", "512", "--output-len", "128",
+                        "--slo-ttft-p99", "0.5", "--slo-tpot-p99", "0.02", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert 0 < report["goodput_rps"] <= report["capacity_rps"]
+    assert report["binding"] in ("ttft_p99", "tpot_p99", "capacity")
+
+
+def test_bad_length_distribution() -> None:
+    result = _fleetplan("estimate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                        "--input-len", "512", "--output-len", "128", "--rate", "5",
+                        "--input-dist", "lognormal:512")
+    _assert_one_line_error(result, "input_dist", "lognormal:MEAN:STD")
 
 
 def test_estimate_out_file_written(tmp_path: Path) -> None:
