@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaincc, gammaln
-from scipy.stats import norm
+from scipy.stats import norm, poisson
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
 from .inference import Replica, SpecDecode, step_time
@@ -148,12 +148,81 @@ def _step(rep: Replica, b: FloatArray, prefill_per_step: FloatArray, starts_per_
     return t
 
 
+# Prompt chunks one step may carry, enumerated for the Poisson mixture of step contents.
+_MAX_CHUNKS = 12
+
+
+@dataclass(frozen=True)
+class _StepMix:
+    """Steps carry k = 0, 1, ... prompt chunks (Poisson): their probabilities and lengths."""
+
+    prob: FloatArray      # shape (K, ...)
+    length: FloatArray    # shape (K, ...), seconds
+
+    @property
+    def mean(self) -> FloatArray:
+        return arr(np.sum(self.prob * self.length, axis=0))
+
+    @property
+    def second_moment(self) -> FloatArray:
+        return arr(np.sum(self.prob * self.length**2, axis=0))
+
+
+def _count_pmf(mean: FloatArray, kmax: int, arrival_cv: float = 1.0) -> FloatArray:
+    """Distribution of arrivals in a window with `mean` expected: Poisson for Poisson
+    arrivals; for burstier renewal arrivals (cv > 1) a negative binomial with the renewal
+    count's variance, mean * cv^2. Axis 0 enumerates 0..kmax; the tail folds into kmax."""
+    k = np.arange(kmax + 1).reshape((-1,) + (1,) * np.ndim(mean))
+    m = np.maximum(mean, 1e-300)
+    if arrival_cv <= 1.0:
+        log_pmf = k * np.log(m) - m - gammaln(k + 1.0)
+    else:
+        r = m / (arrival_cv**2 - 1.0)
+        p = 1.0 / arrival_cv**2
+        log_pmf = (gammaln(k + r) - gammaln(r) - gammaln(k + 1.0) + r * np.log(p)
+                   + k * np.log1p(-p))
+    pmf = np.exp(log_pmf)
+    pmf[-1] = np.maximum(1.0 - pmf[:-1].sum(axis=0), 0.0)
+    return arr(pmf)
+
+
+def _step_mix(rep: Replica, b: FloatArray, chunks_per_step: FloatArray, chunk: FloatArray,
+              free: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
+              arrival_cv: float = 1.0) -> _StepMix:
+    """The mixture of step lengths when prompt chunks of `chunk` tokens arrive Poisson with
+    `chunks_per_step` per step, at most `free` prompt tokens riding in one step. A roofline
+    is convex in the tokens it carries, so the mean step is the mixture's mean, not the step
+    at the mean load (which would let small prompt loads ride free under the memory roof)."""
+    prob = _count_pmf(chunks_per_step, _MAX_CHUNKS, arrival_cv)
+    k = np.arange(_MAX_CHUNKS + 1).reshape((-1,) + (1,) * max(np.ndim(b), np.ndim(chunk)))
+    tokens = np.minimum(k * chunk, free)
+    length = _step(rep, b, tokens, np.minimum(k, tokens / np.maximum(chunk, 1.0)), ctx, spec)
+    return _StepMix(prob, np.broadcast_to(length, np.broadcast(prob, length).shape))
+
+
+def _mixture_quantile(q: float, weights: FloatArray, shift: FloatArray, width: FloatArray,
+                      cap: FloatArray) -> FloatArray:
+    """Quantile of a mixture of uniforms U(shift, shift + width) (axis 0 enumerates the
+    components), by bisection vectorised over candidates."""
+    lo = np.min(shift, axis=0)
+    hi = np.maximum(np.max(shift + width, axis=0), lo + 1e-12)
+    hi = np.minimum(hi, np.maximum(cap, lo + 1e-12))
+    w = np.maximum(width, 1e-15)
+    for _ in range(50):
+        mid = (lo + hi) / 2.0
+        cdf = np.sum(weights * np.clip((mid - shift) / w, 0.0, 1.0), axis=0)
+        below = cdf < q
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return arr((lo + hi) / 2.0)
+
+
 def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
           token_budget: ArrayLike | None = None, spec: SpecDecode | None = None) -> LoadResult:
     """Latency percentiles, batch and stability of `rep` under `load`."""
     engine = rep.device.engine
     lam = np.maximum(load.rate_rps, 1e-12)
-    i_mean = load.input_len.mean * (1.0 - load.prefix_hit)
+    i_mean = np.maximum(load.input_len.mean * (1.0 - load.prefix_hit), 1.0)
     o = load.output_len
     budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget)
     kv_per_seq = load.input_len.mean + (o.mean if engine.reserve_kv_for_output
@@ -162,76 +231,119 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
                        np.floor(rep.memory.kv_capacity_tokens / kv_per_seq))
     slots = np.maximum(slots, 1.0)
     steps = _decode_steps(o, spec)
-    ctx = load.input_len.mean + o.mean / 2.0
-
-    # Capacity: every slot busy. Then prompts arrive at slots / decode_steps per step, so a
-    # step carries slots * input / decode_steps prompt tokens whatever its length; the token
-    # budget caps the batch at budget / (1 + input / decode_steps).
     n_steps = np.maximum(steps, 1.0)
+    ctx = load.input_len.mean + o.mean / 2.0
+    per_token = 1.0 if spec is None else spec.expected_tokens
+
+    # Capacity: every slot busy. Prompts then arrive at slots / decode_steps per step, so a
+    # step carries slots * input / decode_steps prompt tokens on average whatever its length;
+    # the token budget caps the batch at budget / (1 + input / decode_steps).
     full = np.minimum(slots, np.maximum(np.floor(budget / (1.0 + i_mean / n_steps)), 1.0))
-    prompts_full = full / n_steps
-    t_full = _step(rep, full, np.minimum(prompts_full * i_mean, budget), prompts_full, ctx, spec)
+    free_full = np.maximum(budget - full, 1.0)
+    chunk_full = np.minimum(i_mean, free_full)
+    chunks_full = (full / n_steps) * np.ceil(i_mean / free_full)
+    t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
     capacity = full / (n_steps * t_full)
     util = lam / capacity
     stable = util < 1.0
     lam_eff = np.minimum(lam, capacity * (1.0 - 1e-6))
 
-    # Fixed point for the mean batch and step time below capacity.
+    # Fixed point for the mean batch and the step-length mixture below capacity.
     b = np.minimum(lam_eff * steps * 1e-2, slots)
-    tau = _step(rep, b, lam_eff * 1e-2 * i_mean, lam_eff * 1e-2, ctx, spec)
+    tau = arr(np.full(np.shape(b), 1e-2))
+    mix = _step_mix(rep, b, lam_eff * tau, np.minimum(i_mean, budget), budget, ctx, spec)
     for _ in range(_FIXED_POINT_ITERATIONS):
-        b_new = np.minimum(lam_eff * steps * tau, slots)
-        b = 0.5 * b + 0.5 * b_new
-        tau = _step(rep, b, np.minimum(lam_eff * tau * i_mean, budget), lam_eff * tau, ctx, spec)
-
-    # ---- TPOT: the mean step per emitted token; its tail from step-to-step variation.
-    per_token = 1.0 if spec is None else spec.expected_tokens
-    tpot_mean = tau / per_token
-    base = _step(rep, b, arr(0.0), arr(0.0), ctx, spec)
-    # A prompt chunk of up to the free budget lands in a step with probability ~ prompts per
-    # step; the extra time is what the prefill tokens add to the step.
-    chunk = np.minimum(i_mean, np.maximum(budget - b, 1.0))
-    with_chunk = _step(rep, b, chunk, arr(1.0), ctx, spec)
-    extra = np.maximum(with_chunk - base, 0.0)
-    p_chunk = np.clip(lam_eff * tau * i_mean / chunk, 0.0, 1.0)
-    step_var = p_chunk * (1.0 - p_chunk) * extra**2
-    tpot_sd = np.sqrt(step_var / n_steps) / per_token
-    tpot = Percentiles(tpot_mean, *(tpot_mean + norm.ppf(q) * tpot_sd
-                                    for q in QUANTILES.values()))
-
-    # ---- TTFT: residual step + waiting for the prefill budget and a slot + own chunks, each
-    # chunk riding in a step that also decodes the running batch.
+        free = np.maximum(budget - b, 1.0)
+        n_chunks = np.ceil(i_mean / free)
+        chunk = i_mean / n_chunks
+        mix = _step_mix(rep, b, lam_eff * tau * n_chunks, chunk, free, ctx, spec,
+                        load.arrival_cv)
+        tau = 0.5 * tau + 0.5 * mix.mean
+        b = 0.5 * b + 0.5 * np.minimum(lam_eff * steps * tau, slots)
     free = np.maximum(budget - b, 1.0)
-    service_p = np.ceil(np.maximum(i_mean, 1.0) / free) * with_chunk
-    rho_p = np.clip(lam_eff * i_mean * tau / free, 0.0, 0.999999)
-    cv_s = load.input_len.cv
-    wait_p = rho_p / (1.0 - rho_p) * (load.arrival_cv**2 + cv_s**2) / 2.0 * \
-        (i_mean * tau / free)
-    # A slot is held from admission through prefill and decode. Waiting for one: Erlang C,
-    # scaled by (ca^2 + cs^2) / 2 for general arrivals and holding times (Allen-Cunneen), so
-    # that one slot and fixed lengths give Pollaczek-Khinchine exactly.
-    hold = (steps + np.ceil(np.maximum(i_mean, 1.0) / free)) * tau
+    n_chunks = np.ceil(i_mean / free)
+    chunk = i_mean / n_chunks
+
+    # ---- TPOT. A running request sees itself plus the others, a Poisson number with the
+    # mean batch (Palm's theorem for an M/G/inf system), not the time-average batch that
+    # counts idle time. Per request it averages its decode steps: the prompt chunks it lives
+    # through are Poisson with a small mean (a skewed count, so Poisson quantiles, not a normal
+    # one), and the batch drifts over its lifetime (the time-average over one service time
+    # keeps 2/3 of the variance), which moves every step's KV traffic.
+    seen = b + 1.0
+    own_mix = _step_mix(rep, np.minimum(seen, slots), lam_eff * tau * n_chunks, chunk, free,
+                        ctx, spec, load.arrival_cv)
+    plain = own_mix.length[0]
+    one_chunk = own_mix.length[1]
+    tpot_mean = own_mix.mean / per_token
+    lifetime_chunks = lam_eff * n_chunks * n_steps * own_mix.mean
+    db = np.maximum(np.sqrt(b), 1.0)
+    slope = (_step(rep, seen + db, arr(0.0), arr(0.0), ctx, spec)
+             - _step(rep, np.maximum(seen - db, 1.0), arr(0.0), arr(0.0), ctx, spec)) / \
+        (seen + db - np.maximum(seen - db, 1.0))
+    drift_sd = np.abs(slope) * np.sqrt((2.0 / 3.0) * b)
+    bump = np.maximum(one_chunk - plain, 0.0) / n_steps
+
+    def tpot_q(q: float) -> FloatArray:
+        extra = (poisson.ppf(q, np.maximum(lifetime_chunks, 1e-12)) - lifetime_chunks) * bump
+        return arr(tpot_mean + (extra + norm.ppf(q) * drift_sd) / per_token)
+
+    tpot = Percentiles(tpot_mean, *(tpot_q(q) for q in QUANTILES.values()))
+
+    # ---- TTFT. An arrival lands in a step chosen by length (k chunks with probability
+    # p_k * len_k / mean) and waits out a uniform residual of it; its prompt then rides in the
+    # next step(s) with the N other prompts that arrived in that step (N ~ Poisson(lam len_k)),
+    # its chunks served after theirs at random order within the group. Queueing for a batch
+    # slot (Erlang C, Allen-Cunneen) and for the prefill budget when prompts outgrow it
+    # (Kingman) shift the whole distribution.
+    landed = mix.prob * mix.length / np.maximum(mix.mean, 1e-15)          # (K, ...)
+    n_max = 16
+    others = _count_pmf(lam_eff * mix.length, n_max, load.arrival_cv)    # (N, K, ...)
+    n = np.arange(n_max + 1).reshape((-1, 1) + (1,) * np.ndim(b))
+    # Prompt tokens ahead of and including this one: half the others on average go first.
+    ahead = (n / 2.0 + 1.0) * i_mean
+    own_steps = np.ceil(ahead / free)
+    group = np.minimum((n + 1.0) * i_mean, free)
+    own = own_steps * _step(rep, b, group, np.minimum(n + 1.0, group / chunk), ctx, spec)
+    weights = others * landed[np.newaxis]                                 # (N, K, ...)
+    shift = np.broadcast_to(own, weights.shape)
+    width = np.broadcast_to(mix.length[np.newaxis], weights.shape)
+
+    hold = (steps + n_chunks) * tau
     offered = lam_eff * hold
     p_slot = _erlang_c(slots, offered)
     variability = (load.arrival_cv**2 + load.output_len.cv**2) / 2.0
     wait_s = p_slot * hold / np.maximum(slots - offered, 1e-9) * variability
-    wait_mean = wait_p + wait_s
-    p_wait = np.clip(np.maximum(rho_p, p_slot), 1e-12, 1.0)
-    residual = tau / 2.0
-    ttft_mean = residual + wait_mean + service_p
+    # Prompts longer than half the free budget cannot share steps: then they queue for the
+    # budget itself, an M/G/1 on prefill work (Kingman). Shorter prompts share the next step,
+    # which the mixture above already prices.
+    work = n_chunks * np.maximum(own_mix.length[1] - own_mix.length[0], 0.0)
+    rho_p = np.clip(lam_eff * work, 0.0, 0.999999)
+    cv_in = load.input_len.cv
+    queues = i_mean * 2.0 > free
+    wait_p = np.where(queues, rho_p / (1.0 - rho_p) * (load.arrival_cv**2 + cv_in**2) / 2.0
+                      * work, 0.0)
+    wait_mean = wait_s + wait_p
+    p_wait = np.clip(np.maximum(p_slot, np.where(queues, rho_p, 0.0)), 1e-12, 1.0)
+    base_mean = np.sum(weights * (shift + width / 2.0), axis=(0, 1))
+    ttft_mean = base_mean + wait_mean
+    cap_t = np.max(shift + width, axis=(0, 1))
+    flat_w = weights.reshape((-1, *weights.shape[2:]))
+    flat_s = shift.reshape((-1, *shift.shape[2:]))
+    flat_v = width.reshape((-1, *width.shape[2:]))
 
     def ttft_q(q: float) -> FloatArray:
-        # Waiting: an atom at 0 of mass 1 - p_wait, then an exponential tail with the
-        # conditional mean; prompt length quantile for the service part.
+        body = _mixture_quantile(q, flat_w, flat_s, flat_v, cap_t)
         cond = wait_mean / p_wait
-        w = np.where(q <= 1.0 - p_wait, 0.0, cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
-        svc = np.ceil(np.maximum(load.input_len.quantile(q) * (1.0 - load.prefix_hit), 1.0)
-                      / free) * with_chunk
-        return residual * (2.0 * q) + np.maximum(w + service_p, svc + wait_mean * 0.0)
+        w = np.where(q <= 1.0 - p_wait, 0.0,
+                     cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
+        longer = np.ceil(np.maximum(load.input_len.quantile(q) * (1.0 - load.prefix_hit), 1.0)
+                         / free) * _step(rep, b, np.minimum(i_mean, free), arr(1.0), ctx, spec)
+        return arr(np.maximum(body, longer) + w)
 
     ttft = Percentiles(ttft_mean, *(ttft_q(q) for q in QUANTILES.values()))
 
-    # ---- End to end: TTFT plus decoding the output at the TPOT of the batch.
+    # ---- End to end: TTFT plus decoding the output at the batch's step time.
     e2e_mean = ttft_mean + steps * tau
 
     def e2e_q(q: float) -> FloatArray:
