@@ -19,7 +19,7 @@ from ..hardware.errors import SpecError
 from ..hardware.yamlio import load_yaml_file
 from ..models.queueing import Slo
 from . import describe
-from .estimate import EstimateRequest, run_estimate, run_goodput, run_sweep
+from .estimate import EstimateRequest, run_estimate, run_goodput, run_simulate, run_sweep
 from .measurements import kind_of, read_inference
 from .output import Format, console, emit, fmt_si, markdown_table, to_json
 from .validate import summary_rows, validate_inference
@@ -327,6 +327,53 @@ def sweep(
              fmt_si(p["e2e_s"]["p99"], "s"), f"{p['mean_batch']:.1f}"]
             for p in report["points"]]
     _render_table(f"latency vs load (capacity {report['capacity_rps']:.3g} req/s per replica)",
+                  headers, body, fmt, out)
+
+
+class Routing(StrEnum):
+    round_robin = "round_robin"
+    jsq = "jsq"
+
+
+@app.command("simulate")
+def simulate_cmd(
+    model: ModelOpt, accelerator: AccOpt, input_len: InOpt, output_len: OutLenOpt,
+    rate: Annotated[float, typer.Option(help="Requests per second over all replicas.")],
+    requests: Annotated[int, typer.Option(help="Requests to simulate.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same answer).")] = 0,
+    replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
+    routing: Annotated[Routing, typer.Option(help="How requests are spread over "
+                                                  "replicas.")] = Routing.round_robin,
+    count: CountOpt = None, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    precision: PrecOpt = "bf16", kv_precision: KvPrecOpt = None, engine: EngineOpt = "trtllm",
+    prefill_chunk: ChunkOpt = None, draft_len: DraftOpt = 0, acceptance: AcceptOpt = 0.7,
+    max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
+    input_dist: InDistOpt = None, output_dist: OutDistOpt = None,
+    calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
+) -> None:
+    """Discrete-event simulation of continuous batching: full latency distributions, seeded and
+    reproducible, beside the analytical answer."""
+    catalog = load_catalog()
+    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
+                   kv_precision, max_batch, "max_throughput", engine, prefill_chunk, None,
+                   draft_len, acceptance, None, rate, arrival, cv, input_dist, output_dist, 0.0)
+    report = run_simulate(req, requests=requests, seed=seed, replicas=replicas,
+                          routing=routing.value, catalog=catalog,
+                          calibration=_calibration(catalog, calibration))
+    if fmt == Format.json:
+        emit(to_json(report), out)
+        return
+    headers = ["latency", "source", "mean", "p50", "p90", "p99"]
+    body = []
+    for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
+        for source, values in (("simulated", report["latency"][name]),
+                               ("analytic", report["analytic"]["latency"][name])):
+            body.append([label, source] + [fmt_si(values[k], "s")
+                                           for k in ("mean", "p50", "p90", "p99")])
+    sim = report["simulation"]
+    _render_table(f"simulated {sim['requests']} requests over {sim['replicas']} replica(s), "
+                  f"{sim['routing']}, seed {sim['seed']}: busy {sim['utilization']:.0%} of the "
+                  f"time, mean batch {sim['mean_batch']:.1f}",
                   headers, body, fmt, out)
 
 

@@ -33,6 +33,14 @@ from ..models.queueing import (
     goodput,
     serve,
 )
+from ..models.simulate import (
+    ReplicaConfig,
+    Requests,
+    gamma_arrivals,
+    poisson_arrivals,
+    simulate,
+)
+from ..models.step_table import StepTable
 
 
 @dataclass(frozen=True)
@@ -296,3 +304,62 @@ def run_sweep(req: EstimateRequest, fractions: list[float], catalog: Catalog,
     return {"capacity_rps": cap, "points": rows,
             "inputs": {"model": r.replica.arch.id, "accelerator": req.accelerator,
                        "tp": req.tp, "precision": req.precision, "engine": r.engine.id}}
+
+
+def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: int,
+                 routing: str, catalog: Catalog, calibration: CalibrationSet) -> dict[str, Any]:
+    """A discrete-event simulation of `replicas` copies of the configuration behind `routing`,
+    with the roofline step time tabulated once; the analytical answer rides along."""
+    if req.rate_rps is None:
+        raise SpecError("simulate needs --rate (requests per second, all replicas)",
+                        field="rate")
+    if requests < 10:
+        raise SpecError(f"must be >= 10, got {requests}", field="requests")
+    if replicas < 1:
+        raise SpecError(f"must be >= 1, got {replicas}", field="replicas")
+    r = resolve(req, catalog, calibration)
+    rep, engine = r.replica, r.engine
+    load = workload_of(req, req.rate_rps / replicas)
+    rng = np.random.default_rng(seed)
+    if req.arrival == "gamma":
+        arrivals = gamma_arrivals(req.rate_rps, req.arrival_cv, requests, rng)
+    else:
+        arrivals = poisson_arrivals(req.rate_rps, requests, rng)
+    i_len = _draw(load.input_len, requests, rng)
+    o_len = _draw(load.output_len, requests, rng)
+    kv_tokens = float(rep.memory.kv_capacity_tokens)
+    budget = req.prefill_chunk or engine.max_tokens_per_step
+    max_batch = req.batch or engine.max_batch
+    table = StepTable.build(rep, max_seqs=max_batch, max_prefill=budget,
+                            max_ctx=float(np.max(i_len + o_len)))
+    spec = r.spec
+    config = ReplicaConfig(table, max_batch, budget, kv_tokens, engine.reserve_kv_for_output,
+                           spec.draft_len if spec else 0, spec.acceptance if spec else 0.0)
+    try:
+        sim = simulate(Requests(arrivals, i_len, o_len), config, replicas=replicas,
+                       routing=routing, seed=seed)
+    except ValueError as err:
+        raise SpecError(str(err), field="requests") from None
+    analytic = serve(rep, load, max_batch=req.batch, token_budget=req.prefill_chunk, spec=spec)
+    return {
+        "latency": sim.percentiles(),
+        "analytic": load_report(analytic),
+        "simulation": {"requests": requests, "seed": seed, "replicas": replicas,
+                       "routing": routing, "steps": sim.steps, "mean_batch": sim.mean_batch,
+                       "utilization": sim.utilization,
+                       "warmup_fraction_excluded": 0.1},
+        "inputs": {"model": rep.arch.id, "accelerator": req.accelerator, "tp": req.tp,
+                   "pp": req.pp, "precision": req.precision, "rate_rps": req.rate_rps,
+                   "arrival": req.arrival, "input_dist": req.input_dist,
+                   "output_dist": req.output_dist, "engine": engine.id},
+    }
+
+
+def _draw(lengths: Lengths, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Integer token lengths (>= 1) drawn from a fixed or lognormal distribution."""
+    mean, cv = float(lengths.mean), float(lengths.cv)
+    if cv <= 0:
+        return np.full(n, max(round(mean), 1), dtype=np.int64)
+    sigma = float(np.sqrt(np.log1p(cv**2)))
+    mu = float(np.log(mean)) - sigma**2 / 2.0
+    return np.maximum(np.rint(rng.lognormal(mu, sigma, n)), 1).astype(np.int64)

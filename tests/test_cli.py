@@ -32,7 +32,7 @@ def _command_paths() -> list[list[str]]:
 def test_commands_exist() -> None:
     names = {" ".join(p) for p in _command_paths()}
     assert {"catalog list", "catalog show", "estimate", "validate", "calibrate", "goodput",
-            "sweep"} <= names
+            "sweep", "simulate"} <= names
 
 
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "root")
@@ -85,6 +85,20 @@ def test_goodput_command() -> None:
     report = json.loads(result.stdout)
     assert 0 < report["goodput_rps"] <= report["capacity_rps"]
     assert report["binding"] in ("ttft_p99", "tpot_p99", "capacity")
+
+
+def test_simulate_is_seeded_and_reproducible() -> None:
+    args = ("simulate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--precision",
+            "fp8", "--input-len", "512", "--output-len", "64", "--output-dist",
+            "lognormal:64:32", "--rate", "10", "--requests", "400", "--replicas", "2",
+            "--routing", "jsq", "--format", "json")
+    first, again = _fleetplan(*args, "--seed", "3"), _fleetplan(*args, "--seed", "3")
+    other = _fleetplan(*args, "--seed", "4")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout and first.stdout != other.stdout
+    report = json.loads(first.stdout)
+    assert set(report["latency"]["ttft_s"]) == {"mean", "p50", "p90", "p99"}
+    assert report["simulation"]["replicas"] == 2
 
 
 def test_bad_length_distribution() -> None:
