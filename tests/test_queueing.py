@@ -81,3 +81,38 @@ def test_closed_loop_throughput_rises_with_concurrency(catalog: Catalog) -> None
     res = closed_loop(rep, concurrency=np.array([1, 4, 16, 64]), input_len=512, output_len=256)
     assert np.all(np.diff(res.output_tok_s) > 0)
     assert np.all(np.diff(res.tpot.mean) >= 0)
+
+
+def _one_slot_service(rep: Replica, i: int, o: int) -> float:
+    """Service time of one request alone on the replica: one prefill step of the prompt, then
+    o - 1 decode steps (computed from the step model directly, not from the queueing code)."""
+    from fleetplan.models.inference import step_time
+    from fleetplan.models.transformer import StepShape
+
+    pre = float(step_time(rep, StepShape.of(prefill_tokens=i, prefill_ctx=i / 2,
+                                            prefill_seqs=1)).time)
+    dec = float(step_time(rep, StepShape.of(decode_seqs=1, decode_ctx=i + o / 2)).time)
+    return pre + (o - 1) * dec
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.8])
+def test_one_slot_fixed_lengths_is_md1(catalog: Catalog, rho: float) -> None:
+    # max_batch 1 and fixed lengths: an M/D/1 queue with service S, so the mean wait is
+    # Pollaczek-Khinchine, W = rho * S / (2 * (1 - rho)); e.g. rho = 0.6 -> W = 0.75 S.
+    rep = _replica(catalog)
+    s = _one_slot_service(rep, 256, 64)
+    res = serve(rep, Workload(np.asarray(rho / s), Lengths.fixed(256), Lengths.fixed(64)),
+                max_batch=1)
+    assert float(res.queue_wait_s) == pytest.approx(rho * s / (2 * (1 - rho)), rel=0.05)
+    assert float(res.capacity_rps) == pytest.approx(1.0 / s, rel=0.05)
+
+
+def test_one_slot_exponential_like_service_is_mm1(catalog: Catalog) -> None:
+    # Output lengths with a coefficient of variation of 1 make the service as variable as an
+    # exponential one: the mean wait doubles to the M/M/1 value, W = rho * S / (1 - rho).
+    rep = _replica(catalog)
+    s = _one_slot_service(rep, 256, 64)
+    rho = 0.5
+    load = Workload(np.asarray(rho / s), Lengths.fixed(256), Lengths.lognormal(64, 64))
+    res = serve(rep, load, max_batch=1)
+    assert float(res.queue_wait_s) == pytest.approx(rho * s / (1 - rho), rel=0.08)
