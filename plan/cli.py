@@ -19,9 +19,17 @@ from ..hardware.errors import SpecError
 from ..hardware.yamlio import load_yaml_file
 from ..models.queueing import Slo
 from . import describe
-from .estimate import EstimateRequest, run_estimate, run_goodput, run_simulate, run_sweep
+from .estimate import (
+    EstimateRequest,
+    run_estimate,
+    run_goodput,
+    run_simulate,
+    run_sweep,
+    trace_request,
+)
 from .measurements import kind_of, read_inference
 from .output import Format, console, emit, fmt_si, markdown_table, to_json
+from .trace import read_trace
 from .validate import summary_rows, validate_inference
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -225,15 +233,21 @@ def estimate(
         help="Requests per second: adds latency percentiles under this load.")] = None,
     max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
     input_dist: InDistOpt = None, output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
+    trace: Annotated[Path | None, typer.Option(
+        help="A CSV of arrival_s,input_len,output_len: its rate, burstiness and lengths set "
+             "the load.")] = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
-    """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate,
-    latency percentiles under that load."""
+    """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate
+    (or --trace), latency percentiles under that load."""
     catalog = load_catalog()
     req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
                    kv_precision, max_batch if max_batch is not None else batch, scenario.value,
                    engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model, rate,
                    arrival, cv, input_dist, output_dist, prefix_hit)
+    if trace is not None:
+        req = trace_request(req, read_trace(trace))
+        rate = req.rate_rps
     report = run_estimate(req, catalog, _calibration(catalog, calibration))
     if fmt == Format.json:
         emit(to_json(report), out)
@@ -338,7 +352,11 @@ class Routing(StrEnum):
 @app.command("simulate")
 def simulate_cmd(
     model: ModelOpt, accelerator: AccOpt, input_len: InOpt, output_len: OutLenOpt,
-    rate: Annotated[float, typer.Option(help="Requests per second over all replicas.")],
+    rate: Annotated[float | None, typer.Option(
+        help="Requests per second over all replicas.")] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="Replay a CSV of arrival_s,input_len,output_len instead of drawing requests.")]
+    = None,
     requests: Annotated[int, typer.Option(help="Requests to simulate.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same answer).")] = 0,
     replicas: Annotated[int, typer.Option(help="Replicas behind the router.")] = 1,
@@ -359,7 +377,8 @@ def simulate_cmd(
                    draft_len, acceptance, None, rate, arrival, cv, input_dist, output_dist, 0.0)
     report = run_simulate(req, requests=requests, seed=seed, replicas=replicas,
                           routing=routing.value, catalog=catalog,
-                          calibration=_calibration(catalog, calibration))
+                          calibration=_calibration(catalog, calibration),
+                          trace=read_trace(trace) if trace is not None else None)
     if fmt == Format.json:
         emit(to_json(report), out)
         return

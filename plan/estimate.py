@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from ..models.simulate import (
     simulate,
 )
 from ..models.step_table import StepTable
+from .trace import Trace
 
 
 @dataclass(frozen=True)
@@ -306,12 +307,30 @@ def run_sweep(req: EstimateRequest, fractions: list[float], catalog: Catalog,
                        "tp": req.tp, "precision": req.precision, "engine": r.engine.id}}
 
 
+def trace_request(req: EstimateRequest, trace: Trace) -> EstimateRequest:
+    """The request with rate, burstiness and length distributions taken from a trace."""
+    def dist(values: np.ndarray) -> str:
+        mean, std = float(np.mean(values)), float(np.std(values))
+        return f"lognormal:{mean:.6g}:{std:.6g}" if std > 0 else f"fixed:{mean:.6g}"
+
+    cv = trace.arrival_cv
+    return replace(req, rate_rps=trace.rate_rps, arrival="poisson" if abs(cv - 1) < 0.05
+                   else "gamma", arrival_cv=cv, input_len=round(float(np.mean(trace.input_len))),
+                   output_len=round(float(np.mean(trace.output_len))),
+                   input_dist=dist(trace.input_len), output_dist=dist(trace.output_len))
+
+
 def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: int,
-                 routing: str, catalog: Catalog, calibration: CalibrationSet) -> dict[str, Any]:
+                 routing: str, catalog: Catalog, calibration: CalibrationSet,
+                 trace: Trace | None = None) -> dict[str, Any]:
     """A discrete-event simulation of `replicas` copies of the configuration behind `routing`,
-    with the roofline step time tabulated once; the analytical answer rides along."""
+    with the roofline step time tabulated once; the analytical answer rides along. With a
+    trace, its requests are replayed as they are."""
+    if trace is not None:
+        req = trace_request(req, trace)
+        requests = len(trace.arrival_s)
     if req.rate_rps is None:
-        raise SpecError("simulate needs --rate (requests per second, all replicas)",
+        raise SpecError("simulate needs --rate (requests per second, all replicas) or --trace",
                         field="rate")
     if requests < 10:
         raise SpecError(f"must be >= 10, got {requests}", field="requests")
@@ -327,6 +346,9 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         arrivals = poisson_arrivals(req.rate_rps, requests, rng)
     i_len = _draw(load.input_len, requests, rng)
     o_len = _draw(load.output_len, requests, rng)
+    if trace is not None:
+        arrivals = trace.arrival_s - trace.arrival_s[0]
+        i_len, o_len = trace.input_len, trace.output_len
     kv_tokens = float(rep.memory.kv_capacity_tokens)
     budget = req.prefill_chunk or engine.max_tokens_per_step
     max_batch = req.batch or engine.max_batch
@@ -345,6 +367,7 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         "latency": sim.percentiles(),
         "analytic": load_report(analytic),
         "simulation": {"requests": requests, "seed": seed, "replicas": replicas,
+                       "trace": trace is not None,
                        "routing": routing, "steps": sim.steps, "mean_batch": sim.mean_batch,
                        "utilization": sim.utilization,
                        "warmup_fraction_excluded": 0.1},

@@ -101,6 +101,27 @@ def test_simulate_is_seeded_and_reproducible() -> None:
     assert report["simulation"]["replicas"] == 2
 
 
+def test_trace_replay(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    rows = [f"{0.1 * k:.3f},{200 + 10 * (k % 7)},{20 + k % 5}" for k in range(300)]
+    trace.write_text("arrival_s,input_len,output_len\n" + "\n".join(rows) + "\n")
+    result = _fleetplan("simulate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                        "--input-len", "1", "--output-len", "1", "--trace", str(trace),
+                        "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["simulation"]["trace"] is True
+    assert report["inputs"]["rate_rps"] == pytest.approx(10.0)  # 299 gaps over 29.9 s
+
+
+def test_bad_trace_names_line_and_column(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("arrival_s,input_len,output_len\n0.0,100,10\n0.5,-3,10\n")
+    result = _fleetplan("simulate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                        "--input-len", "1", "--output-len", "1", "--trace", str(trace))
+    _assert_one_line_error(result, f"{trace}:3", "input_len", "integer >= 1")
+
+
 def test_bad_length_distribution() -> None:
     result = _fleetplan("estimate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
                         "--input-len", "512", "--output-len", "128", "--rate", "5",
