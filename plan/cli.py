@@ -4,6 +4,7 @@ become one line on stderr and exit code 2 here, and only here."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -204,7 +205,8 @@ def _kv_table(rows: list[list[str]], title: str, fmt: Format, out: Path | None) 
     _render_table(title, ["metric", "value"], rows, fmt, out)
 
 
-def _latency_rows(report: dict[str, Any]) -> list[list[str]]:
+def _latency_rows(report: dict[str, Any], capacity_of: str = "per replica") \
+        -> list[list[str]]:
     lat = report["latency"]
     rows = []
     for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
@@ -212,7 +214,7 @@ def _latency_rows(report: dict[str, Any]) -> list[list[str]]:
         rows.append([f"{label} mean / p50 / p90 / p99",
                      " / ".join(fmt_si(p[k], "s") for k in ("mean", "p50", "p90", "p99"))])
     rows.append(["utilization", f"{report['utilization']:.1%}"])
-    rows.append(["capacity per replica", f"{report['capacity_rps']:.3g} req/s"])
+    rows.append([f"capacity {capacity_of}", f"{report['capacity_rps']:.3g} req/s"])
     rows.append(["mean running sequences", f"{report['mean_batch']:.1f}"])
     return rows
 
@@ -236,6 +238,9 @@ def estimate(
     trace: Annotated[Path | None, typer.Option(
         help="A CSV of arrival_s,input_len,output_len: its rate, burstiness and lengths set "
              "the load.")] = None,
+    disaggregate: Annotated[str | None, typer.Option(
+        help="With --rate: also serve it with P prefill and D decode replicas ('P:D').")]
+    = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
     """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate
@@ -248,6 +253,8 @@ def estimate(
     if trace is not None:
         req = trace_request(req, read_trace(trace))
         rate = req.rate_rps
+    if disaggregate is not None:
+        req = replace(req, disaggregate=disaggregate)
     report = run_estimate(req, catalog, _calibration(catalog, calibration))
     if fmt == Format.json:
         emit(to_json(report), out)
@@ -269,6 +276,11 @@ def estimate(
     ]
     if "latency" in report:
         rows += [[f"under {rate:g} req/s", ""], *_latency_rows(report)]
+    if "disaggregated" in report:
+        dis = report["disaggregated"]
+        rows += [[f"{dis['prefill_replicas']} prefill : {dis['decode_replicas']} decode "
+                  f"replicas, {rate:g} req/s in all", ""],
+                 *_latency_rows(dis, "of the two pools")]
     rows += [["warning", w] for w in report["warnings"]]
     i = report["inputs"]
     title = (f"{i['model']} on {i['count']}x {i['accelerator']} (tp={i['tp']} pp={i['pp']}) "

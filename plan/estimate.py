@@ -14,6 +14,7 @@ from ..hardware.errors import SpecError
 from ..hardware.precision import PRECISIONS
 from ..hardware.specs import HostMemoryTier
 from ..models.device import Device
+from ..models.disaggregation import KvLink, serve_disaggregated
 from ..models.inference import (
     IDLE_POWER_FRACTION,
     Estimate,
@@ -72,6 +73,16 @@ class EstimateRequest:
     input_dist: str | None = None
     output_dist: str | None = None
     prefix_hit: float = 0.0
+    disaggregate: str | None = None
+    """"P:D": serve the rate with P prefill and D decode replicas instead of colocated ones."""
+
+
+def parse_pools(text: str) -> tuple[int, int]:
+    parts = text.split(":")
+    if len(parts) == 2 and all(p.isdigit() and int(p) >= 1 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise SpecError(f"expected 'P:D' with whole numbers >= 1, e.g. 1:2; got {text!r}",
+                    field="disaggregate")
 
 
 def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
@@ -264,6 +275,19 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
         if not bool(load.stable):
             warnings.append(f"offered {req.rate_rps:g} req/s exceeds the capacity of "
                             f"{float(load.capacity_rps):.3g} req/s per replica")
+        if req.disaggregate:
+            n_p, n_d = parse_pools(req.disaggregate)
+            fabric = rep.device.fabric
+            link = KvLink(fabric.out_bw_bytes_s, fabric.out_latency_s, fabric.efficiency)
+            dis = serve_disaggregated(rep, rep, workload_of(req, req.rate_rps),
+                                      n_prefill=n_p, n_decode=n_d, link=link,
+                                      max_batch=req.batch)
+            report["disaggregated"] = {"prefill_replicas": n_p, "decode_replicas": n_d,
+                                       "kv_link_bandwidth_bytes_s": link.bandwidth_bytes_s,
+                                       **load_report(dis)}
+            if not bool(dis.stable):
+                warnings.append(f"the {n_p}:{n_d} pools sustain {float(dis.capacity_rps):.3g} "
+                                f"req/s, less than the offered {req.rate_rps:g}")
     return report
 
 
