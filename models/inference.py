@@ -43,6 +43,9 @@ class Replica:
     act_peak_flops: float
     """Dense peak FLOP/s of the 16-bit activation format (attention, element-wise math)."""
     memory: MemoryPlan
+    op_energy_j: FloatArray
+    """Energy of one operation in the format the GEMMs run in (J/op); 0 without an energy
+    model (such chips are priced by power draw)."""
     kv_offload: bool = False
 
     @property
@@ -59,8 +62,8 @@ def default_kv_precision(device: Device, weight: str) -> str:
 
 
 def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike | None,
-                     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(weight bytes, kv bytes, peak FLOP/s) for arrays of precision names.
+                     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(weight bytes, kv bytes, peak FLOP/s, J per op) for arrays of precision names.
 
     GEMMs run in the weight format when the chip has a native rate for it (fp8 and fp4
     weights come with activations in the same format, as TensorRT-LLM and vLLM run them);
@@ -71,13 +74,16 @@ def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike | None,
     w_names, w_index = np.unique(np.asarray(weight).astype(str), return_inverse=True)
     wb = np.array([bytes_per_value(p) for p in w_names])[w_index].reshape(np.shape(weight))
     peak = np.array([acc.peak_flops_for(p) for p in w_names])[w_index].reshape(np.shape(weight))
+    energy = acc.energy
+    op_j = np.array([energy.op_energy_j(acc.compute_precision(p)) if energy else 0.0
+                     for p in w_names])[w_index].reshape(np.shape(weight))
     if kv is None:
         kb = np.array([bytes_per_value(default_kv_precision(device, p))
                        for p in w_names])[w_index].reshape(np.shape(weight))
     else:
         k_names, k_index = np.unique(np.asarray(kv).astype(str), return_inverse=True)
         kb = np.array([bytes_per_value(p) for p in k_names])[k_index].reshape(np.shape(kv))
-    return wb, kb, peak
+    return wb, kb, peak, op_j
 
 
 def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: ArrayLike = 1,
@@ -85,7 +91,7 @@ def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: Arr
                   kv_precision: ArrayLike | None = None, kv_offload: bool = False,
                   tokens_per_step: ArrayLike | None = None) -> Replica:
     """A replica with its memory plan; `kv_precision` defaults per `default_kv_precision`."""
-    wb, kb, peak = precision_arrays(device, weight_precision, kv_precision)
+    wb, kb, peak, op_j = precision_arrays(device, weight_precision, kv_precision)
     if not device.engine.sliding_window:
         # The engine attends over the whole context even where the model was trained with a
         # window, so it also caches and reads all of it.
@@ -95,7 +101,7 @@ def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: Arr
     budget = device.engine.max_tokens_per_step if tokens_per_step is None else tokens_per_step
     plan = plan_memory(arch, device, par, fmt, budget, kv_offload=kv_offload)
     act_peak = device.accelerator.peak_flops_for("bf16")
-    return Replica(arch, device, par, fmt, peak, act_peak, plan, kv_offload)
+    return Replica(arch, device, par, fmt, peak, act_peak, plan, op_j, kv_offload)
 
 
 @dataclass(frozen=True)
@@ -181,8 +187,7 @@ def _energy(rep: Replica, *, ops_flops: FloatArray, time: FloatArray, busy: Floa
     devices = rep.par.devices
     if acc.energy is not None:
         e = acc.energy
-        op_j = e.op_energy_j(acc.compute_precision("int4" if "int4" in acc.peak_flops
-                                                   else next(iter(acc.peak_flops))))
+        op_j = rep.op_energy_j
         weight_tier = acc.device_memory[0].kind
         main_tier = acc.main_memory.kind
         byte_w = e.per_byte_j.get(weight_tier, 0.0)

@@ -228,7 +228,9 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
         "inputs": {
             "model": arch.id, "accelerator": acc.id, "count": req.tp * req.pp, "tp": req.tp,
             "pp": req.pp, "ep": req.ep, "precision": req.precision,
-            "kv_precision": req.kv_precision or "auto", "scenario": req.scenario,
+            "kv_precision": req.kv_precision or "auto",
+            "scenario": "static" if req.scenario == "static" and req.batch is not None
+            else "max_throughput",
             "batch": req.batch, "input_len": req.input_len, "output_len": req.output_len,
             "engine": engine.id, "prefill_chunk": budget, "kv_offload": req.kv_offload,
             "speculative": None if spec is None else {
