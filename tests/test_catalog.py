@@ -139,3 +139,32 @@ def test_shipped_calibration_data_matches_shared() -> None:
     packaged = Path(str(resources.files("fleetplan").joinpath("catalog/calibration")))
     for name in ("inference.csv", "training.csv"):
         assert (packaged / name).read_bytes() == (shared / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("edit", "field", "message"), [
+    (("    tdp: 700 W", "    tdp: seven hundred"), "h100-sxm.power.tdp", "expected '<number>"),
+    (("    bf16: 989 TFLOPS", "    bf16: -989 TFLOPS"), "h100-sxm.peak_flops.bf16",
+     "non-negative"),
+    (("  vendor: nvidia\n", ""), "h100-sxm.vendor", "is required"),
+    (("      bandwidth: 3.35 TB/s", "      bandwidth: 3.35 TB"), "h100-sxm.memory[0].bandwidth",
+     "not a bandwidth unit"),
+])
+def test_bad_catalog_entry_names_file_line_and_field(catalog: Catalog, edit: tuple[str, str],
+                                                     field: str, message: str) -> None:
+    from fleetplan.hardware.catalog import parse_accelerator
+    from fleetplan.hardware.errors import SpecError
+    from fleetplan.hardware.fields import Fields
+    from fleetplan.hardware.yamlio import load_yaml_text
+
+    text = (REPO / "catalog" / "accelerators" / "nvidia.yaml").read_text()
+    start = text.index("\nh100-sxm:") + 1
+    end = text.index("\nh100-pcie:") + 1
+    entry = text[start:end]
+    assert edit[0] in entry
+    data = load_yaml_text(entry.replace(edit[0], edit[1], 1), "nvidia.yaml")
+    with pytest.raises(SpecError) as info:
+        parse_accelerator(Fields(data, "nvidia.yaml").sub("h100-sxm"), "h100-sxm",
+                          catalog.interconnects)
+    err = info.value
+    assert err.file == "nvidia.yaml" and err.field == field and err.line is not None
+    assert message in err.message
