@@ -3,7 +3,7 @@
 No performance logic lives here; `fleetplan.models` turns these into times and bytes.
 """
 
-from .catalog import Catalog, UnknownIdError, load_catalog, load_model_file
+from .catalog import Catalog, UnknownIdError, load_catalog
 from .errors import SpecError
 from .llm import Attention, Mlp, ModelArch, Moe
 from .precision import BYTES_PER_VALUE, PRECISIONS, bytes_per_value
@@ -24,5 +24,5 @@ __all__ = [
     "BYTES_PER_VALUE", "GB", "PRECISIONS", "Accelerator", "Attention", "Catalog", "EnergySpec",
     "GiB", "HostMemoryTier", "Interconnect", "Link", "MemoryTier", "Mlp", "ModelArch", "Moe",
     "Node", "Pool", "Price", "SpecError", "UnknownIdError", "bytes_per_value", "load_catalog",
-    "load_model_file", "parse_quantity",
+    "parse_quantity",
 ]

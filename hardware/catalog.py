@@ -6,12 +6,10 @@ Also loads a user's own model (a config.json or catalog-style YAML) through the 
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -35,7 +33,7 @@ from .specs import (
     MemoryTier,
     Price,
 )
-from .yamlio import load_yaml_file, load_yaml_text
+from .yamlio import load_yaml_text
 
 T = TypeVar("T")
 
@@ -81,11 +79,7 @@ class Catalog:
         return _lookup(self.memory, "memory", name)
 
     def model(self, name: str) -> ModelArch:
-        """A catalog model id, or a path to a config.json / model YAML."""
-        if name in self.models:
-            return self.models[name]
-        if name.endswith((".json", ".yaml", ".yml")) or "/" in name:
-            return load_model_file(Path(name))
+        """A catalog model id (user files are read by the application, `plan.files`)."""
         return _lookup(self.models, "models", name)
 
 
@@ -146,23 +140,6 @@ def load_catalog() -> Catalog:
                    MappingProxyType(links), MappingProxyType(memory),
                    MappingProxyType(dict(sorted(models.items()))),
                    MappingProxyType(dict(sorted(engines.items()))), calibration)
-
-
-def load_model_file(path: Path) -> ModelArch:
-    """A user's model: a Hugging Face config.json, or a YAML file in the catalog's format."""
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise SpecError(f"cannot read: {err.strerror}", file=str(path)) from None
-        except json.JSONDecodeError as err:
-            raise SpecError(f"malformed JSON: {err.msg}", file=str(path),
-                            line=err.lineno) from None
-        except UnicodeDecodeError:
-            raise SpecError("not UTF-8 text", file=str(path)) from None
-    else:
-        data = load_yaml_file(path)
-    return parse_model(data, str(path), model_id=path.stem if path.suffix == ".json" else None)
 
 
 # ----------------------------------------------------------------------------- sections

@@ -108,6 +108,10 @@ def parse_calibration(data: Any, file: str, base: CalibrationSet | None = None) 
         except ValueError as err:
             raise block.error(None, str(err)) from None
 
+    for key in top:
+        if key not in ("default", "accelerators", "engines", "source"):
+            raise top.error(key, "unknown key; a calibration file has default, accelerators, "
+                                 "engines and source")
     root = base.default if base else Efficiency()
     default = read(top.sub("default"), root) if top.has("default") else root
     per_acc: dict[str, Efficiency] = dict(base.per_accelerator) if base else {}

@@ -201,6 +201,10 @@ class Accelerator:
         """True when the chip has a native matrix rate for the format."""
         return precision in self.peak_flops
 
+    def runs(self, precision: str) -> bool:
+        """True when the chip has a rate for the format or a wider one it widens to."""
+        return any(p in self.peak_flops for p in compute_chain(precision))
+
     def compute_precision(self, precision: str) -> str:
         """The format a GEMM in `precision` actually runs in on this chip."""
         for candidate in compute_chain(precision):

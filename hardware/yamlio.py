@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -57,14 +56,3 @@ def load_yaml_text(text: str, file: str) -> Any:
                         line=line) from None
     except yaml.YAMLError as err:
         raise SpecError(f"malformed YAML: {err}", file=file) from None
-
-
-def load_yaml_file(path: Path) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file is a SpecError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read: {err.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", file=str(path)) from None
-    return load_yaml_text(text, str(path))

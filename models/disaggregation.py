@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import norm
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
-from .inference import Replica, step_time
+from .inference import Replica, micro_batch, step_time
 from .queueing import QUANTILES, LoadResult, Percentiles, Workload, _erlang_c
 from .transformer import StepShape
 
@@ -32,7 +32,8 @@ class KvLink:
 
 def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
                         n_prefill: ArrayLike, n_decode: ArrayLike, link: KvLink,
-                        max_batch: ArrayLike | None = None) -> LoadResult:
+                        max_batch: ArrayLike | None = None,
+                        token_budget: int | None = None) -> LoadResult:
     """Latencies of `load` (the rate over both pools) served by the two pools."""
     lam = np.maximum(load.rate_rps, 1e-12)
     n_p, n_d = arr(n_prefill), arr(n_decode)
@@ -42,7 +43,7 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     engine = prefill.device.engine
 
     # Prefill pool: each prompt runs alone, chunked to the token budget.
-    budget = float(engine.max_tokens_per_step)
+    budget = float(engine.max_tokens_per_step) if token_budget is None else float(token_budget)
     chunks = np.ceil(i / budget)
     s_p = chunks * step_time(prefill, StepShape.of(prefill_tokens=np.minimum(i, budget) /
                                                    prefill.par.pp, prefill_ctx=i / 2.0,
@@ -54,7 +55,10 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     wait_mean = p_wait * s_p / np.maximum(n_p - offered_p, 1e-9) * variability
 
     # KV transfer: the whole prompt's cache, once, over the link.
-    kv_bytes = load.input_len.mean * decode.memory.kv_bytes_per_token * decode.par.devices
+    # The whole prompt's cache, each KV value once (heads replicated across TP ranks are sent
+    # to each rank from its peer, not across the link).
+    kv_bytes = (load.input_len.mean * decode.arch.kv_values_per_token
+                * decode.fmt.kv_bytes)
     transfer = link.latency_s + kv_bytes / (link.bandwidth_bytes_s * link.efficiency)
 
     # Decode pool: decode-only steps; the batch is a fixed point of Little's law.
@@ -66,12 +70,13 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     lam_d = lam / n_d
 
     def tau_at(b: FloatArray) -> FloatArray:
-        return step_time(decode, StepShape.of(decode_seqs=b / decode.par.pp,
+        return step_time(decode, StepShape.of(decode_seqs=micro_batch(b, decode.par.pp),
                                               decode_ctx=ctx)).time
 
     cap_d = slots / (np.maximum(steps, 1.0) * tau_at(slots)) * n_d
-    capacity = np.minimum(cap_p, cap_d)
-    stable = np.asarray((lam < capacity) & (offered_p < n_p), dtype=bool)
+    fits = prefill.memory.fits & decode.memory.fits
+    capacity = np.where(fits, np.minimum(cap_p, cap_d), 0.0)
+    stable = np.asarray((lam < capacity) & (offered_p < n_p) & fits, dtype=bool)
     lam_eff = np.minimum(lam_d, cap_d / n_d * (1 - 1e-6))
     b = np.minimum(lam_eff * steps * 1e-2, slots)
     for _ in range(60):
@@ -105,7 +110,8 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     def mask(p: Percentiles) -> Percentiles:
         return Percentiles(*(np.where(unstable, inf, v) for v in (p.mean, p.p50, p.p90, p.p99)))
 
-    return LoadResult(mask(ttft), mask(tpot), mask(e2e), b, tpot_mean, lam / capacity, capacity,
+    return LoadResult(mask(ttft), mask(tpot), mask(e2e), b, tpot_mean,
+                      lam / np.maximum(capacity, 1e-300), capacity,
                       stable, np.minimum(lam, capacity) * o.mean,
                       np.where(unstable, inf, wait_mean))
 

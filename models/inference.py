@@ -7,7 +7,8 @@ candidates for parallelism and formats. `step_time` prices one engine step; `sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from .roofline import op_time
 from .transformer import Formats, Parallel, StepShape, step_ops
 
 BOUNDS = ("compute", "memory", "network", "overhead")
+T = TypeVar("T")
 
 # A GPU's draw when it waits (clocks up, SMs idle), as a fraction of its power limit. H100 SXM
 # boards draw about 100-150 W of 700 W between kernels of a running server; an assumption of
@@ -59,6 +61,13 @@ def default_kv_precision(device: Device, weight: str) -> str:
     if weight in ("fp4", "int4", "fp6", "posit4") or weight == "fp8":
         return "fp8" if device.accelerator.supports("fp8") else "bf16"
     return weight
+
+
+def micro_batch(seqs: ArrayLike, pp: ArrayLike) -> FloatArray:
+    """Sequences in one pipeline micro-batch: the batch split over the `pp` stages, but never
+    less than one whole sequence (with fewer sequences than stages, some stages idle)."""
+    b = arr(seqs)
+    return np.minimum(b, np.maximum(b / arr(pp), 1.0))
 
 
 def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike | None,
@@ -232,6 +241,17 @@ class SpecDecode:
         return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
+def draft_time(rep: Replica, spec: SpecDecode, seqs: ArrayLike, ctx: ArrayLike) -> FloatArray:
+    """Seconds to draft `spec.draft_len` tokens for `seqs` sequences: that many decode steps of
+    the draft model, or a fraction of a target step each for drafting heads."""
+    if spec.draft is not None:
+        one = step_time(spec.draft, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
+    else:
+        one = step_time(rep, StepShape.of(decode_seqs=arr(seqs) / rep.par.pp, decode_ctx=ctx))
+        return spec.draft_cost_fraction * spec.draft_len * one.time
+    return spec.draft_len * one.time
+
+
 def _decode_step(rep: Replica, seqs: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
                  kv_demand: FloatArray | None, extra: StepShape | None = None) \
         -> tuple[StepTime, FloatArray]:
@@ -290,7 +310,7 @@ def static(rep: Replica, *, batch: ArrayLike, input_len: ArrayLike, output_len: 
     b, i, o = arr(batch), arr(input_len), arr(output_len)
     pre = step_time(rep, StepShape.of(prefill_tokens=b * i, prefill_ctx=i / 2.0,
                                       prefill_seqs=b))
-    micro = b / rep.par.pp
+    micro = micro_batch(b, rep.par.pp)
     dec, per_step = _decode_step(rep, micro, i + o / 2.0, spec, b * (i + o))
     tpot = dec.time / per_step
     total = pre.time + np.maximum(o - 1.0, 0.0) * tpot
@@ -315,6 +335,29 @@ def max_throughput(rep: Replica, *, input_len: ArrayLike, output_len: ArrayLike,
     `output_len` steps, `b / output_len` requests start per step, so a step carries `b` decode
     tokens and `b * input_len / output_len` prompt tokens, and emits `b` output tokens.
     """
+    if rep.kv_offload:
+        # Spilling KV to host memory buys a larger batch at the price of host-link reads; an
+        # engine spills only where that raises throughput, so take the better per candidate.
+        spilled = _max_throughput(rep, input_len, output_len, max_batch, prefill_chunk, spec)
+        resident = _max_throughput(replace(rep, kv_offload=False), input_len, output_len,
+                                   max_batch, prefill_chunk, spec)
+        return _pick(spilled.output_tok_s_total >= resident.output_tok_s_total, spilled,
+                     resident)
+    return _max_throughput(rep, input_len, output_len, max_batch, prefill_chunk, spec)
+
+
+def _pick(mask: ArrayLike, a: T, b: T) -> T:
+    """Element-wise choice between two results of the same dataclass type."""
+    values = {}
+    for f in fields(a):  # type: ignore[arg-type]
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        values[f.name] = _pick(mask, x, y) if is_dataclass(x) else np.where(mask, x, y)
+    return type(a)(**values)
+
+
+def _max_throughput(rep: Replica, input_len: ArrayLike, output_len: ArrayLike,
+                    max_batch: ArrayLike | None, prefill_chunk: ArrayLike | None,
+                    spec: SpecDecode | None) -> Estimate:
     i, o = arr(input_len), arr(output_len)
     engine = rep.device.engine
     per_seq = i + o if engine.reserve_kv_for_output else i + o / 2.0
@@ -328,7 +371,7 @@ def max_throughput(rep: Replica, *, input_len: ArrayLike, output_len: ArrayLike,
     limit = np.where(b == by_kv, "kv_cache", np.where(b == by_budget, "token_budget",
                                                       "engine")).astype(object)
     b_safe = np.maximum(b, 1.0)
-    micro = b_safe / rep.par.pp
+    micro = micro_batch(b_safe, rep.par.pp)
     gain = 1.0 if spec is None else spec.expected_tokens
     prefill = StepShape.of(prefill_tokens=micro * i / (o / gain), prefill_ctx=i / 2.0,
                            prefill_seqs=micro / (o / gain))

@@ -27,7 +27,7 @@ from scipy.special import gammaincc, gammaln
 from scipy.stats import norm, poisson
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
-from .inference import Replica, SpecDecode, step_time
+from .inference import Replica, SpecDecode, draft_time, micro_batch, step_time
 from .transformer import StepShape
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
@@ -137,14 +137,13 @@ def _decode_steps(output: Lengths, spec: SpecDecode | None) -> FloatArray:
 def _step(rep: Replica, b: FloatArray, prefill_per_step: FloatArray, starts_per_step: FloatArray,
           ctx: FloatArray, spec: SpecDecode | None) -> FloatArray:
     k = 0 if spec is None else spec.draft_len
-    shape = StepShape.of(decode_seqs=b / rep.par.pp, decode_ctx=ctx,
+    shape = StepShape.of(decode_seqs=micro_batch(b, rep.par.pp), decode_ctx=ctx,
                          decode_tokens_per_seq=1.0 + k,
                          prefill_tokens=prefill_per_step / rep.par.pp,
                          prefill_ctx=0.0, prefill_seqs=starts_per_step / rep.par.pp)
     t = step_time(rep, shape).time
     if spec is not None and spec.draft_len:
-        plain = step_time(rep, StepShape.of(decode_seqs=b / rep.par.pp, decode_ctx=ctx)).time
-        t = t + spec.draft_cost_fraction * spec.draft_len * plain
+        t = t + np.where(b > 0, draft_time(rep, spec, b, ctx), 0.0)
     return t
 
 
@@ -243,10 +242,11 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     chunk_full = np.minimum(i_mean, free_full)
     chunks_full = (full / n_steps) * np.ceil(i_mean / free_full)
     t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
-    capacity = full / (n_steps * t_full)
-    util = lam / capacity
+    # A replica whose weights do not fit serves nothing.
+    capacity = np.where(rep.memory.fits, full / (n_steps * t_full), 0.0)
+    util = lam / np.maximum(capacity, 1e-300)
     stable = util < 1.0
-    lam_eff = np.minimum(lam, capacity * (1.0 - 1e-6))
+    lam_eff = np.maximum(np.minimum(lam, capacity * (1.0 - 1e-6)), 1e-12)
 
     # Fixed point for the mean batch and the step-length mixture below capacity.
     b = np.minimum(lam_eff * steps * 1e-2, slots)
@@ -434,6 +434,8 @@ def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | No
     trickle_fails = slo_slack(probe, slo)[0] > 1.0
     rate = np.where(trickle_fails, 0.0, lo)
     binding = np.where(trickle_fails, term, binding)
+    binding = np.where(rep.memory.fits, binding, "memory").astype(object)
+    rate = np.where(rep.memory.fits, rate, 0.0)
     return rate, binding, final
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrays import FloatArray
-from .inference import Replica, step_time
+from .inference import Replica, SpecDecode, draft_time, step_time
 from .transformer import StepShape
 
 
@@ -31,16 +31,22 @@ class StepTable:
 
     @classmethod
     def build(cls, rep: Replica, *, max_seqs: float, max_prefill: float, max_ctx: float,
-              points: int = 14) -> StepTable:
-        """Tabulate a scalar replica (one candidate) up to the given limits."""
+              points: int = 14, spec: SpecDecode | None = None) -> StepTable:
+        """Tabulate a scalar replica (one candidate) up to the given limits. With speculative
+        decoding each running sequence verifies 1 + draft_len tokens a step, and the draft's
+        own steps are added."""
         s_ax, p_ax = _axis(max_seqs, points), _axis(max_prefill, points)
         c_ax = _axis(max_ctx, points)[1:]
         s, p, c = np.meshgrid(s_ax, p_ax, c_ax, indexing="ij")
         pp = float(np.asarray(rep.par.pp).max())
+        k = 0 if spec is None else spec.draft_len
         shape = StepShape.of(decode_seqs=s / pp, decode_ctx=c, prefill_tokens=p / pp,
                              prefill_ctx=np.minimum(c, p) / 2.0,
-                             prefill_seqs=np.where(p > 0, 1.0, 0.0) / pp)
+                             prefill_seqs=np.where(p > 0, 1.0, 0.0) / pp,
+                             decode_tokens_per_seq=1.0 + k)
         times = np.broadcast_to(step_time(rep, shape).time, s.shape).copy()
+        if spec is not None and k:
+            times = times + np.where(s > 0, draft_time(rep, spec, s, c), 0.0)
         return cls(tuple(s_ax), tuple(p_ax), tuple(c_ax), times)
 
     def __call__(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:

@@ -17,7 +17,6 @@ from .. import __version__
 from ..hardware.catalog import CATALOG_SECTIONS, Catalog, UnknownIdError, load_catalog
 from ..hardware.efficiency import CalibrationSet, parse_calibration
 from ..hardware.errors import SpecError
-from ..hardware.yamlio import load_yaml_file
 from ..models.queueing import Slo
 from . import describe
 from .estimate import (
@@ -28,6 +27,7 @@ from .estimate import (
     run_sweep,
     trace_request,
 )
+from .files import load_yaml_file
 from .measurements import kind_of, read_inference
 from .output import Format, console, emit, fmt_si, markdown_table, to_json
 from .trace import read_trace
@@ -71,6 +71,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def _infeasible_exit(infeasible: bool) -> None:
+    """Exit code 1 when the answer is that it cannot be done (the report is still printed)."""
+    if infeasible:
+        raise typer.Exit(1)
+
+
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"fleetplan {__version__}\n")
@@ -88,7 +94,13 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
 def _calibration(catalog: Catalog, path: Path | None) -> CalibrationSet:
     if path is None:
         return catalog.calibration
-    return parse_calibration(load_yaml_file(path), str(path), base=catalog.calibration)
+    calibration = parse_calibration(load_yaml_file(path), str(path), base=catalog.calibration)
+    for name in list(calibration.per_accelerator) + [k.split("@")[0]
+                                                     for k in calibration.per_engine]:
+        if name not in catalog.accelerators:
+            raise SpecError(UnknownIdError("accelerators", name, catalog.accelerators).message,
+                            file=str(path), field=f"accelerators.{name}")
+    return calibration
 
 
 def _render_table(title: str, headers: list[str], rows: list[list[str]], fmt: Format,
@@ -213,7 +225,9 @@ def _latency_rows(report: dict[str, Any], capacity_of: str = "per replica") \
         p = lat[name]
         rows.append([f"{label} mean / p50 / p90 / p99",
                      " / ".join(fmt_si(p[k], "s") for k in ("mean", "p50", "p90", "p99"))])
-    rows.append(["utilization", f"{report['utilization']:.1%}"])
+    util = report["utilization"]
+    rows.append(["utilization", f"{util:.1%}" if util is not None and util < 1e6
+                 else "- (no capacity)"])
     rows.append([f"capacity {capacity_of}", f"{report['capacity_rps']:.3g} req/s"])
     rows.append(["mean running sequences", f"{report['mean_batch']:.1f}"])
     return rows
@@ -246,6 +260,8 @@ def estimate(
     """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate
     (or --trace), latency percentiles under that load."""
     catalog = load_catalog()
+    if batch is not None and max_batch is not None:
+        raise SpecError("give --batch or --max-batch, not both", field="max_batch")
     req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
                    kv_precision, max_batch if max_batch is not None else batch, scenario.value,
                    engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model, rate,
@@ -256,8 +272,10 @@ def estimate(
     if disaggregate is not None:
         req = replace(req, disaggregate=disaggregate)
     report = run_estimate(req, catalog, _calibration(catalog, calibration))
+    infeasible = not report["feasible"] or report.get("stable") is False
     if fmt == Format.json:
         emit(to_json(report), out)
+        _infeasible_exit(infeasible)
         return
     mem = report["memory"]
     rows = [
@@ -286,6 +304,7 @@ def estimate(
     title = (f"{i['model']} on {i['count']}x {i['accelerator']} (tp={i['tp']} pp={i['pp']}) "
              f"{i['precision']}, {i['scenario'] if rate is None else 'online'}")
     _kv_table(rows, title, fmt, out)
+    _infeasible_exit(infeasible)
 
 
 @app.command("goodput")
@@ -317,12 +336,14 @@ def goodput_cmd(
     report = run_goodput(req, slo, catalog, _calibration(catalog, calibration))
     if fmt == Format.json:
         emit(to_json(report), out)
+        _infeasible_exit(report["goodput_rps"] <= 0)
         return
     rows = [["goodput per replica", f"{report['goodput_rps']:.3g} req/s"],
             ["binding", report["binding"]],
             ["capacity per replica", f"{report['capacity_rps']:.3g} req/s"]]
     rows += _latency_rows(report["at_goodput"])
     _kv_table(rows, f"goodput of {req.model} on {tp * pp}x {accelerator}", fmt, out)
+    _infeasible_exit(report["goodput_rps"] <= 0)
 
 
 @app.command()
@@ -481,3 +502,6 @@ def main() -> None:
         _fail(str(err))
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as err:  # an --out path that cannot be written, a full disk
+        where = f"{err.filename}: " if err.filename else ""
+        _fail(f"{where}{err.strerror or err}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,8 +12,9 @@ from ..hardware.catalog import Catalog
 from ..hardware.efficiency import CalibrationSet, Efficiency
 from ..hardware.engine import EngineProfile
 from ..hardware.errors import SpecError
+from ..hardware.llm import ModelArch
 from ..hardware.precision import PRECISIONS
-from ..hardware.specs import HostMemoryTier
+from ..hardware.specs import Accelerator, HostMemoryTier
 from ..models.device import Device
 from ..models.disaggregation import KvLink, serve_disaggregated
 from ..models.inference import (
@@ -42,6 +44,7 @@ from ..models.simulate import (
     simulate,
 )
 from ..models.step_table import StepTable
+from .files import model_of
 from .trace import Trace
 
 
@@ -93,11 +96,11 @@ def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
     try:
         if parts[0] == "fixed" and len(parts) == 2:
             value = float(parts[1])
-            if value >= 1:
+            if math.isfinite(value) and value >= 1:
                 return Lengths.fixed(value)
         elif parts[0] == "lognormal" and len(parts) == 3:
             mean, std = float(parts[1]), float(parts[2])
-            if mean >= 1 and std >= 0:
+            if math.isfinite(mean) and math.isfinite(std) and mean >= 1 and std >= 0:
                 return Lengths.lognormal(mean, std)
     except ValueError:
         pass
@@ -133,14 +136,46 @@ def _check(req: EstimateRequest) -> None:
         raise SpecError(f"must be >= 1, got {req.batch}", field="batch")
     if not 0.0 <= req.acceptance <= 1.0:
         raise SpecError(f"must be within 0..1, got {req.acceptance}", field="acceptance")
-    if req.rate_rps is not None and req.rate_rps <= 0:
-        raise SpecError(f"must be positive, got {req.rate_rps}", field="rate")
+    if req.rate_rps is not None and not (math.isfinite(req.rate_rps) and req.rate_rps > 0):
+        raise SpecError(f"must be a positive number, got {req.rate_rps}", field="rate")
+    if req.prefill_chunk is not None and req.prefill_chunk < 1:
+        raise SpecError(f"must be >= 1, got {req.prefill_chunk}", field="prefill_chunk")
+    if req.draft_len < 0:
+        raise SpecError(f"must be >= 0, got {req.draft_len}", field="draft_len")
+    if req.disaggregate is not None and req.rate_rps is None:
+        raise SpecError("needs --rate: the pools serve a request stream", field="disaggregate")
     if req.arrival not in ("poisson", "gamma"):
         raise SpecError(f"must be poisson or gamma, got {req.arrival!r}", field="arrival")
     if req.arrival_cv <= 0:
         raise SpecError(f"must be positive, got {req.arrival_cv}", field="cv")
     if not 0.0 <= req.prefix_hit < 1.0:
         raise SpecError(f"must be within 0..1, got {req.prefix_hit}", field="prefix_hit")
+
+
+def _check_fit(req: EstimateRequest, arch: ModelArch, acc: Accelerator) -> None:
+    """Parallelism and formats the model and the chip can actually run."""
+    att = arch.attention
+    if att.num_heads % req.tp:
+        raise SpecError(f"tp {req.tp} does not divide the {att.num_heads} attention heads of "
+                        f"{arch.id}", field="tp")
+    kv = att.num_kv_heads
+    if att.kind == "gqa" and kv % req.tp and req.tp % kv:
+        raise SpecError(f"tp {req.tp} and the {kv} KV heads of {arch.id} must divide one "
+                        "another (KV heads are split, or replicated when tp exceeds them)",
+                        field="tp")
+    if req.pp > arch.layers:
+        raise SpecError(f"pp {req.pp} exceeds the {arch.layers} layers of {arch.id}", field="pp")
+    if req.ep > 1:
+        if arch.moe is None:
+            raise SpecError(f"{arch.id} has no experts to spread (ep must be 1)", field="ep")
+        if arch.moe.num_experts % req.ep:
+            raise SpecError(f"ep {req.ep} does not divide the {arch.moe.num_experts} experts "
+                            f"of {arch.id}", field="ep")
+    for name in ("precision", "kv_precision"):
+        value = getattr(req, name)
+        if value is not None and name == "precision" and not acc.runs(value):
+            raise SpecError(f"{acc.id} has no rate for {value} or a wider format it widens to; "
+                            f"it runs {', '.join(sorted(acc.peak_flops))}", field=name)
 
 
 def _phase(step: StepTime) -> dict[str, Any]:
@@ -163,13 +198,14 @@ class Resolved:
 def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) -> Resolved:
     """Check the request and build its replica."""
     _check(req)
-    arch = catalog.model(req.model)
+    arch = model_of(catalog, req.model)
     acc = catalog.accelerator(req.accelerator)
+    _check_fit(req, arch, acc)
     engine = catalog.engine(req.engine)
     host = catalog.memory_tier(req.kv_offload) if req.kv_offload else None
     eff = calibration.for_device(acc.id, req.engine)
     device = Device(acc, eff, engine, host)
-    budget = req.prefill_chunk or engine.max_tokens_per_step
+    budget = engine.max_tokens_per_step if req.prefill_chunk is None else req.prefill_chunk
     rep = build_replica(arch, device, tp=req.tp, pp=req.pp, ep=req.ep,
                         weight_precision=req.precision, kv_precision=req.kv_precision,
                         kv_offload=host is not None, tokens_per_step=budget)
@@ -177,10 +213,14 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
     if req.draft_len:
         draft = None
         if req.draft_model:
-            draft = build_replica(catalog.model(req.draft_model), device, tp=req.tp,
-                                  pp=req.pp, weight_precision=req.precision)
-        spec = SpecDecode(req.draft_len, req.acceptance, draft,
-                          0.0 if draft else 0.05)
+            draft_arch = model_of(catalog, req.draft_model)
+            draft = build_replica(draft_arch, device, tp=min(req.tp, draft_arch.attention
+                                                              .num_heads), pp=1,
+                                  weight_precision=req.precision)
+            rep = with_draft(rep, draft)
+        # Drafting heads inside the target (MTP, EAGLE, Medusa) cost about a twentieth of a
+        # target step per drafted token (one small layer against the whole model).
+        spec = SpecDecode(req.draft_len, req.acceptance, draft, 0.0 if draft else 0.05)
     return Resolved(rep, spec, engine, eff, host)
 
 
@@ -189,14 +229,28 @@ def _percentiles(p: Percentiles) -> dict[str, float]:
 
 
 def load_report(res: LoadResult) -> dict[str, Any]:
-    """The `latency` part of a report for a replica under load."""
+    """The `latency` part of a report for a replica under load (JSON null where a figure is
+    undefined, e.g. utilization of a replica with no capacity)."""
+    util = float(res.utilization)
     return {
         "latency": {"ttft_s": _percentiles(res.ttft), "tpot_s": _percentiles(res.tpot),
                     "e2e_s": _percentiles(res.e2e)},
-        "utilization": float(res.utilization), "stable": bool(res.stable),
+        "utilization": util if math.isfinite(util) and util < 1e12 else None,
+        "stable": bool(res.stable),
         "capacity_rps": float(res.capacity_rps), "mean_batch": float(res.batch),
         "step_s": float(res.step_s), "queue_wait_s": float(res.queue_wait_s),
     }
+
+
+def with_draft(target: Replica, draft: Replica) -> Replica:
+    """The target replica sharing its devices with a draft model: the draft's weights leave
+    less room for KV, and every sequence keeps a KV cache in both models."""
+    mem = target.memory
+    room = np.maximum(mem.kv_capacity_bytes - draft.memory.weights_bytes, 0.0)
+    per_token = mem.kv_bytes_per_token + draft.memory.kv_bytes_per_token
+    plan = replace(mem, kv_capacity_bytes=room, kv_bytes_per_token=per_token,
+                   fits=np.asarray(mem.fits & (room > per_token), dtype=bool))
+    return replace(target, memory=plan)
 
 
 def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) \
@@ -205,7 +259,7 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
     r = resolve(req, catalog, calibration)
     rep, spec, engine, eff, host = r.replica, r.spec, r.engine, r.efficiency, r.host
     arch, acc = rep.arch, rep.device.accelerator
-    budget = req.prefill_chunk or engine.max_tokens_per_step
+    budget = engine.max_tokens_per_step if req.prefill_chunk is None else req.prefill_chunk
     est: Estimate
     if req.scenario == "static" and req.batch is not None:
         est = static(rep, batch=req.batch, input_len=req.input_len, output_len=req.output_len,
@@ -283,7 +337,7 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
             link = KvLink(fabric.out_bw_bytes_s, fabric.out_latency_s, fabric.efficiency)
             dis = serve_disaggregated(rep, rep, workload_of(req, req.rate_rps),
                                       n_prefill=n_p, n_decode=n_d, link=link,
-                                      max_batch=req.batch)
+                                      max_batch=req.batch, token_budget=req.prefill_chunk)
             report["disaggregated"] = {"prefill_replicas": n_p, "decode_replicas": n_d,
                                        "kv_link_bandwidth_bytes_s": link.bandwidth_bytes_s,
                                        **load_report(dis)}
@@ -362,8 +416,14 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         raise SpecError(f"must be >= 10, got {requests}", field="requests")
     if replicas < 1:
         raise SpecError(f"must be >= 1, got {replicas}", field="replicas")
+    if seed < 0:
+        raise SpecError(f"must be >= 0, got {seed}", field="seed")
     r = resolve(req, catalog, calibration)
     rep, engine = r.replica, r.engine
+    if not bool(rep.memory.fits):
+        raise SpecError(f"{rep.arch.id} does not fit on {req.tp * req.pp}x {req.accelerator} "
+                        f"in {req.precision}; raise tp or pp or use a narrower precision",
+                        field="model")
     load = workload_of(req, req.rate_rps / replicas)
     rng = np.random.default_rng(seed)
     if req.arrival == "gamma":
@@ -376,14 +436,15 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         arrivals = trace.arrival_s - trace.arrival_s[0]
         i_len, o_len = trace.input_len, trace.output_len
     kv_tokens = float(rep.memory.kv_capacity_tokens)
-    budget = req.prefill_chunk or engine.max_tokens_per_step
+    budget = engine.max_tokens_per_step if req.prefill_chunk is None else req.prefill_chunk
     max_batch = req.batch or engine.max_batch
-    table = StepTable.build(rep, max_seqs=max_batch, max_prefill=budget,
-                            max_ctx=float(np.max(i_len + o_len)))
     spec = r.spec
-    config = ReplicaConfig(table, max_batch, budget, kv_tokens, engine.reserve_kv_for_output,
-                           spec.draft_len if spec else 0, spec.acceptance if spec else 0.0)
+    table = StepTable.build(rep, max_seqs=max_batch, max_prefill=budget,
+                            max_ctx=float(np.max(i_len + o_len)), spec=spec)
     try:
+        config = ReplicaConfig(table, max_batch, budget, kv_tokens,
+                               engine.reserve_kv_for_output, spec.draft_len if spec else 0,
+                               spec.acceptance if spec else 0.0)
         sim = simulate(Requests(arrivals, i_len, o_len), config, replicas=replicas,
                        routing=routing, seed=seed)
     except ValueError as err:

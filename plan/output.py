@@ -43,7 +43,13 @@ def atomic_write(path: Path, text: str) -> None:
     a report and a failure leaves the old file in place."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; reports are ordinary ones
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
