@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fleetplan.hardware import Catalog
 from fleetplan.models.device import Device
 from fleetplan.models.inference import build_replica, max_throughput, static
@@ -28,3 +29,30 @@ def test_grid_equals_scalar_calls(catalog: Catalog) -> None:
         assert bool(s.feasible) == stat.feasible[i]
         assert float(m.output_tok_s_total) == maxt.output_tok_s_total[i]
         assert str(m.limit) == maxt.limit[i]
+
+
+def test_serving_grid_equals_scalar_calls(catalog: Catalog) -> None:
+    from fleetplan.models.queueing import Lengths, Workload, serve
+
+    host = catalog.memory_tier("host-ddr5")
+    device = Device(catalog.accelerator("h100-sxm"), catalog.calibration.for_device("h100-sxm"),
+                    catalog.engine("trtllm"), host)
+    arch = catalog.model("llama-3.1-70b")
+    tp, pp, rate = np.meshgrid([4, 8], [1, 2], [0.5, 4.0, 40.0], indexing="ij")
+    tp, pp, rate = (a.ravel() for a in (tp, pp, rate))
+    load = Workload(rate.astype(float), Lengths.lognormal(1024, 512), Lengths.fixed(256))
+    grid_rep = build_replica(arch, device, tp=tp, pp=pp, weight_precision="fp8",
+                             kv_offload=True)
+    grid = serve(grid_rep, load)
+    maxt = max_throughput(grid_rep, input_len=1024, output_len=256)
+    for k in range(tp.size):
+        one = build_replica(arch, device, tp=int(tp[k]), pp=int(pp[k]), weight_precision="fp8",
+                            kv_offload=True)
+        res = serve(one, Workload(np.asarray(float(rate[k])), Lengths.lognormal(1024, 512),
+                                  Lengths.fixed(256)))
+        assert float(res.ttft.p99) == pytest.approx(grid.ttft.p99[k], rel=1e-9)
+        assert float(res.tpot.p50) == pytest.approx(grid.tpot.p50[k], rel=1e-9)
+        assert bool(res.stable) == grid.stable[k]
+        m = max_throughput(one, input_len=1024, output_len=256)
+        assert float(m.output_tok_s_total) == pytest.approx(maxt.output_tok_s_total[k],
+                                                            rel=1e-9)
