@@ -38,8 +38,8 @@ def test_serving_grid_equals_scalar_calls(catalog: Catalog) -> None:
     device = Device(catalog.accelerator("h100-sxm"), catalog.calibration.for_device("h100-sxm"),
                     catalog.engine("trtllm"), host)
     arch = catalog.model("llama-3.1-70b")
-    tp, pp, rate = np.meshgrid([4, 8], [1, 2], [0.5, 4.0, 40.0], indexing="ij")
-    tp, pp, rate = (a.ravel() for a in (tp, pp, rate))
+    tp, pp, rate = (a.ravel() for a in np.meshgrid([4, 8], [1, 2], [0.5, 4.0, 40.0],
+                                                     indexing="ij"))
     load = Workload(rate.astype(float), Lengths.lognormal(1024, 512), Lengths.fixed(256))
     grid_rep = build_replica(arch, device, tp=tp, pp=pp, weight_precision="fp8",
                              kv_offload=True)
