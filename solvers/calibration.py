@@ -44,13 +44,23 @@ class FitReport:
     seconds: float
 
 
+# A row the candidate parameters cannot predict (say, a rate past the capacity they imply)
+# counts as a 300% error, so the residual vector keeps its length and the fit moves away.
+_UNPREDICTABLE_LOG_ERROR = math.log(4.0)
+# Efficiencies are properties of the hardware and the engine, fitted where the engine runs at
+# a known batch; online rows test the queueing model built on top and do not tune it.
+FIT_SCENARIOS = ("static", "max_throughput")
+
+
 def _log_errors(rows: Sequence[InferenceMeasurement], catalog: Catalog,
-                calibration: CalibrationSet) -> np.ndarray:
+                calibration: CalibrationSet, *, fixed_length: bool = False) -> np.ndarray:
     out = []
     for m in rows:
         p = predict_inference(m, catalog, calibration)
         if p.value is not None and p.value > 0:
             out.append(math.log(p.value / m.value))
+        elif fixed_length:
+            out.append(_UNPREDICTABLE_LOG_ERROR)
     return np.asarray(out)
 
 
@@ -64,7 +74,8 @@ def fit(rows: Sequence[InferenceMeasurement], catalog: Catalog, base: Calibratio
         progress: Callable[[str], None] | None = None) -> FitReport:
     """Fit per-accelerator parameters on `rows` (those the model can predict)."""
     start = time.perf_counter()
-    usable = [m for m in rows if predict_inference(m, catalog, base).value is not None]
+    usable = [m for m in rows if m.scenario in FIT_SCENARIOS
+              and predict_inference(m, catalog, base).value is not None]
     by_acc: dict[str, list[InferenceMeasurement]] = {}
     for m in usable:
         by_acc.setdefault(m.accelerator, []).append(m)
@@ -89,7 +100,7 @@ def fit(rows: Sequence[InferenceMeasurement], catalog: Catalog, base: Calibratio
 
         def residuals(x: np.ndarray, acc_rows: list[InferenceMeasurement] = acc_rows,
                       x0: np.ndarray = x0) -> np.ndarray:
-            errs = _log_errors(acc_rows, catalog, candidate(x))
+            errs = _log_errors(acc_rows, catalog, candidate(x), fixed_length=True)
             return np.concatenate([errs, PRIOR_WEIGHT * math.sqrt(len(errs)) * (x - x0)])
 
         result = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi),
@@ -114,6 +125,7 @@ def cross_validate(rows: Sequence[InferenceMeasurement], catalog: Catalog, base:
     """Leave one accelerator out: fit on the others, predict the held-out one with the fitted
     default (what an accelerator without measurements gets). Per accelerator: the held-out
     median and p90 absolute percentage error, and the in-sample median for comparison."""
+    rows = [m for m in rows if m.scenario in FIT_SCENARIOS]
     accelerators = sorted({m.accelerator for m in rows})
     out: dict[str, dict[str, float]] = {}
     full = fit(rows, catalog, base)

@@ -82,3 +82,20 @@ def test_calibration_file_round_trips(catalog: Catalog, tmp_path: Path) -> None:
     for acc, eff in catalog.calibration.per_accelerator.items():
         assert again.for_device(acc) == eff
     assert again.default == catalog.calibration.default
+
+
+def test_shipped_defaults_are_reproducible(catalog: Catalog, inference_csv: Path) -> None:
+    # The README's command, `fleetplan calibrate catalog/calibration/inference.csv -o
+    # catalog/calibration/default.yaml`, must give back the shipped parameters: the fit starts
+    # from the physical priors, uses the static and max_throughput rows, and online rows (in
+    # the same file) neither crash it nor move it.
+    from fleetplan.hardware.efficiency import Efficiency
+
+    rows = read_inference(inference_csv)
+    assert any(m.scenario == "online" for m in rows)
+    report = fit(rows, catalog, CalibrationSet(Efficiency(), {}, {}, "physical defaults"))
+    shipped = catalog.calibration
+    for acc, eff in report.calibration.per_accelerator.items():
+        for name, value in eff.as_dict().items():
+            assert value == pytest.approx(getattr(shipped.for_device(acc), name), rel=1e-6), \
+                (acc, name)
