@@ -17,7 +17,7 @@ from scipy.stats import norm
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
 from .inference import Replica, micro_batch, step_time
-from .queueing import QUANTILES, LoadResult, Percentiles, Workload, _erlang_c
+from .queueing import QUANTILES, LoadResult, Percentiles, Workload, erlang_c, quantile_name
 from .transformer import StepShape
 
 
@@ -50,7 +50,7 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
                                                    prefill_seqs=1.0 / prefill.par.pp)).time
     offered_p = lam * s_p
     cap_p = n_p / s_p
-    p_wait = _erlang_c(n_p, np.minimum(offered_p, n_p * (1 - 1e-9)))
+    p_wait = erlang_c(n_p, np.minimum(offered_p, n_p * (1 - 1e-9)))
     variability = (load.arrival_cv**2 + load.input_len.cv**2) / 2.0
     wait_mean = p_wait * s_p / np.maximum(n_p - offered_p, 1e-9) * variability
 
@@ -99,7 +99,7 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     ttft = Percentiles(wait_mean + s_p, *(ttft_q(q) for q in QUANTILES.values()))
 
     def e2e_q(q: float) -> FloatArray:
-        return arr(ttft.at(_pct(q)) + transfer + np.maximum(o.quantile(q) - 1.0, 0.0)
+        return arr(ttft.at(quantile_name(q)) + transfer + np.maximum(o.quantile(q) - 1.0, 0.0)
                    * tpot_mean)
 
     e2e = Percentiles(ttft.mean + transfer + steps * tpot_mean,
@@ -114,7 +114,3 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
                       lam / np.maximum(capacity, 1e-300), capacity,
                       stable, np.minimum(lam, capacity) * o.mean,
                       np.where(unstable, inf, wait_mean))
-
-
-def _pct(q: float) -> str:
-    return next(k for k, v in QUANTILES.items() if v == q)

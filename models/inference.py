@@ -241,15 +241,18 @@ class SpecDecode:
         return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
-def draft_time(rep: Replica, spec: SpecDecode, seqs: ArrayLike, ctx: ArrayLike) -> FloatArray:
-    """Seconds to draft `spec.draft_len` tokens for `seqs` sequences: that many decode steps of
-    the draft model, or a fraction of a target step each for drafting heads."""
+def draft_cost(rep: Replica, spec: SpecDecode, seqs: ArrayLike, ctx: ArrayLike,
+               ) -> tuple[FloatArray, FloatArray]:
+    """Seconds and joules to draft `spec.draft_len` tokens for the `seqs` sequences one target
+    step carries: that many decode steps of the draft model, or for drafting heads inside the
+    target a fraction of a target decode step each."""
     if spec.draft is not None:
         one = step_time(spec.draft, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
+        scale = float(spec.draft_len)
     else:
-        one = step_time(rep, StepShape.of(decode_seqs=arr(seqs) / rep.par.pp, decode_ctx=ctx))
-        return spec.draft_cost_fraction * spec.draft_len * one.time
-    return spec.draft_len * one.time
+        one = step_time(rep, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
+        scale = spec.draft_cost_fraction * spec.draft_len
+    return scale * one.time, scale * one.energy_j
 
 
 def _decode_step(rep: Replica, seqs: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
@@ -265,13 +268,7 @@ def _decode_step(rep: Replica, seqs: FloatArray, ctx: FloatArray, spec: SpecDeco
     step = step_time(rep, shape, kv_demand_tokens=kv_demand)
     if spec is None:
         return step, arr(1.0)
-    if spec.draft is not None:
-        draft = step_time(spec.draft, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
-        extra_time, extra_energy = k * draft.time, k * draft.energy_j
-    else:
-        plain = step_time(rep, StepShape.of(decode_seqs=seqs, decode_ctx=ctx))
-        extra_time = spec.draft_cost_fraction * k * plain.time
-        extra_energy = spec.draft_cost_fraction * k * plain.energy_j
+    extra_time, extra_energy = draft_cost(rep, spec, seqs, ctx)
     combined = StepTime(step.time + extra_time, step.compute, step.memory, step.network,
                         step.overhead + extra_time, step.energy_j + extra_energy,
                         step.stage_time, step.flops)

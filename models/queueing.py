@@ -27,7 +27,7 @@ from scipy.special import gammaincc, gammaln
 from scipy.stats import norm, poisson
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
-from .inference import Replica, SpecDecode, draft_time, micro_batch, step_time
+from .inference import Replica, SpecDecode, draft_cost, micro_batch, step_time
 from .transformer import StepShape
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
@@ -110,7 +110,7 @@ class LoadResult:
     """Mean time a request waits before its prefill starts (slot and prefill budget)."""
 
 
-def _erlang_c(servers: FloatArray, offered: FloatArray) -> FloatArray:
+def erlang_c(servers: FloatArray, offered: FloatArray) -> FloatArray:
     """Probability of waiting in M/M/c with `servers` slots (floored to whole slots) and
     `offered` erlangs, through Erlang B from the Poisson pmf over cdf (stable for c in the
     thousands)."""
@@ -143,7 +143,7 @@ def _step(rep: Replica, b: FloatArray, prefill_per_step: FloatArray, starts_per_
                          prefill_ctx=0.0, prefill_seqs=starts_per_step / rep.par.pp)
     t = step_time(rep, shape).time
     if spec is not None and spec.draft_len:
-        t = t + np.where(b > 0, draft_time(rep, spec, b, ctx), 0.0)
+        t = t + np.where(b > 0, draft_cost(rep, spec, micro_batch(b, rep.par.pp), ctx)[0], 0.0)
     return t
 
 
@@ -311,7 +311,7 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
 
     hold = (steps + n_chunks) * tau
     offered = lam_eff * hold
-    p_slot = _erlang_c(slots, offered)
+    p_slot = erlang_c(slots, offered)
     variability = (load.arrival_cv**2 + load.output_len.cv**2) / 2.0
     wait_s = p_slot * hold / np.maximum(slots - offered, 1e-9) * variability
     # Prompts longer than half the free budget cannot share steps: then they queue for the
@@ -348,7 +348,7 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
 
     def e2e_q(q: float) -> FloatArray:
         out_q = np.maximum(o.quantile(q) - 1.0, 0.0) / per_token
-        return ttft.at(_name(q)) + out_q * tau
+        return ttft.at(quantile_name(q)) + out_q * tau
 
     e2e = Percentiles(e2e_mean, *(e2e_q(q) for q in QUANTILES.values()))
     unstable = ~stable
@@ -364,7 +364,8 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
                       np.where(unstable, inf, wait_mean))
 
 
-def _name(q: float) -> str:
+def quantile_name(q: float) -> str:
+    """"p50", "p90" or "p99" for 0.5, 0.9 or 0.99."""
     return next(k for k, v in QUANTILES.items() if v == q)
 
 

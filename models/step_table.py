@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrays import FloatArray
-from .inference import Replica, SpecDecode, draft_time, step_time
+from .inference import Replica, SpecDecode, draft_cost, step_time
 from .transformer import StepShape
 
 
@@ -46,7 +46,7 @@ class StepTable:
                              decode_tokens_per_seq=1.0 + k)
         times = np.broadcast_to(step_time(rep, shape).time, s.shape).copy()
         if spec is not None and k:
-            times = times + np.where(s > 0, draft_time(rep, spec, s, c), 0.0)
+            times = times + np.where(s > 0, draft_cost(rep, spec, s / pp, c)[0], 0.0)
         return cls(tuple(s_ax), tuple(p_ax), tuple(c_ax), times)
 
     def __call__(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
