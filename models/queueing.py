@@ -230,21 +230,6 @@ def _mixture_quantile(q: float, weights: FloatArray, shift: FloatArray, width: F
     return arr(np.maximum(np.minimum(value, np.maximum(cap, lo + 1e-12)), lo))
 
 
-def _mixture_quantile_bisect(q: float, weights: FloatArray, shift: FloatArray,
-                             width: FloatArray, cap: FloatArray) -> FloatArray:
-    lo = np.min(shift, axis=0)
-    hi = np.maximum(np.max(shift + width, axis=0), lo + 1e-12)
-    hi = np.minimum(hi, np.maximum(cap, lo + 1e-12))
-    w = np.maximum(width, 1e-15)
-    for _ in range(50):
-        mid = (lo + hi) / 2.0
-        cdf = np.sum(weights * np.clip((mid - shift) / w, 0.0, 1.0), axis=0)
-        below = cdf < q
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return arr((lo + hi) / 2.0)
-
-
 def _aitken(x0: FloatArray, x1: FloatArray, x2: FloatArray, *, lower: float,
             upper: ArrayLike) -> FloatArray:
     """Aitken's delta-squared extrapolation of a geometrically converging sequence; the last
@@ -434,13 +419,15 @@ class Slo:
     tpot_p90_s: float | None = None
     ttft_p50_s: float | None = None
     tpot_p50_s: float | None = None
+    e2e_p50_s: float | None = None
+    e2e_p90_s: float | None = None
     e2e_p99_s: float | None = None
 
     def items(self) -> list[tuple[str, str, float]]:
         """(metric, percentile, bound) of each set objective."""
         out = []
         for name in ("ttft_p99_s", "tpot_p99_s", "ttft_p90_s", "tpot_p90_s", "ttft_p50_s",
-                     "tpot_p50_s", "e2e_p99_s"):
+                     "tpot_p50_s", "e2e_p99_s", "e2e_p90_s", "e2e_p50_s"):
             bound = getattr(self, name)
             if bound is not None:
                 metric, pct, _ = name.split("_")

@@ -263,3 +263,19 @@ def weight_bytes_per_device(arch: ModelArch, par: Parallel, fmt: Formats) -> Flo
                  else arch.embedding_params)
     edge_per_device = np.where(par.pp > 1, edge, float(arch.embedding_params + arch.lm_head_params))
     return (layer_params / par.pp + edge_per_device) * fmt.weight_bytes / par.tp
+
+
+def parallel_fits(arch: ModelArch, tp: ArrayLike, pp: ArrayLike, ep: ArrayLike) -> np.ndarray:
+    """Which (tp, pp, ep) the model's shapes allow (boolean array): tp divides the attention
+    heads, and the KV heads and tp divide one another (split, or replicated past them); at most
+    one layer per stage; ep divides the experts and tp (experts spread over the tensor group),
+    and is 1 for a dense model."""
+    t, p, e = (np.asarray(x, dtype=np.int64) for x in (tp, pp, ep))
+    att = arch.attention
+    ok = (t >= 1) & (p >= 1) & (e >= 1) & (att.num_heads % t == 0) & (p <= arch.layers)
+    if att.kind == "gqa":
+        kv = att.num_kv_heads
+        ok &= (kv % t == 0) | (t % kv == 0)
+    ok &= t % e == 0
+    ok &= (e == 1) if arch.moe is None else (arch.moe.num_experts % e == 0)
+    return np.asarray(ok, dtype=bool)

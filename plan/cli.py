@@ -11,11 +11,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
 from ..hardware.catalog import CATALOG_SECTIONS, Catalog, UnknownIdError, load_catalog
-from ..hardware.efficiency import CalibrationSet, parse_calibration
+from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from ..models.queueing import Slo
 from . import describe
@@ -27,7 +28,7 @@ from .estimate import (
     run_sweep,
     trace_request,
 )
-from .files import load_yaml_file
+from .files import load_calibration
 from .measurements import kind_of, read_inference
 from .output import Format, console, emit, fmt_si, markdown_table, to_json
 from .trace import read_trace
@@ -92,15 +93,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
 
 
 def _calibration(catalog: Catalog, path: Path | None) -> CalibrationSet:
-    if path is None:
-        return catalog.calibration
-    calibration = parse_calibration(load_yaml_file(path), str(path), base=catalog.calibration)
-    for name in list(calibration.per_accelerator) + [k.split("@")[0]
-                                                     for k in calibration.per_engine]:
-        if name not in catalog.accelerators:
-            raise SpecError(UnknownIdError("accelerators", name, catalog.accelerators).message,
-                            file=str(path), field=f"accelerators.{name}")
-    return calibration
+    return catalog.calibration if path is None else load_calibration(catalog, path)
 
 
 def _render_table(title: str, headers: list[str], rows: list[list[str]], fmt: Format,
@@ -491,6 +484,176 @@ def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV
                  f"{v['held_out_p90_ape']:.1%}", f"{v['in_sample_median_ape']:.1%}"]
                 for acc, v in held.items()]
         _render_table("leave-one-accelerator-out", headers, body, Format.table, None)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+class SchemaKind(StrEnum):
+    spec = "spec"
+    report = "report"
+
+
+def _progress() -> Any:
+    """A progress callback that shows a bar on stderr once a search has run for a second (and
+    only on a terminal: CI logs get no control characters)."""
+    import time
+
+    from rich.progress import Progress
+
+    start = time.perf_counter()
+    state: dict[str, Any] = {}
+
+    def tick(what: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if "bar" not in state and time.perf_counter() - start > 1.0:
+            bar = Progress(console=console(stderr=True), transient=True)
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task("searching", total=total)
+        if "bar" in state:
+            state["bar"].update(state["task"], completed=done, description=what)
+            if done + 1 >= total:
+                state["bar"].stop()
+
+    return tick
+
+
+def _plan_report(spec_path: Path, catalog: Catalog, timings: bool,
+                 pool: list[str] | None = None) -> Any:
+    from .planner import resolve_plan, run_plan
+    from .report import build_report
+    from .spec import load_spec, restrict_pool
+
+    loaded = load_spec(spec_path)
+    if pool is not None:
+        loaded = restrict_pool(loaded, pool)
+    inputs = resolve_plan(loaded, catalog)
+    return build_report(inputs, run_plan(inputs, catalog, progress=_progress()),
+                        timings=timings)
+
+
+@app.command()
+def plan(spec: Annotated[Path, typer.Argument(help="Plan spec (YAML); see `fleetplan schema "
+                                                   "spec`.")],
+         fmt: FormatOpt = Format.table, out: OutOpt = None,
+         timings: Annotated[bool, typer.Option(help="Put solve times in the report (then it "
+                                                    "differs run to run).")] = False,
+         fail_if_infeasible: Annotated[bool, typer.Option(
+             help="Exit 1 when no plan meets the SLOs (the default; kept for CI scripts that "
+                  "say so).")] = True) -> None:
+    """Choose accelerators, parallelism, batch limits and routing for workloads under SLOs.
+    Exit code 1 when infeasible (the report says what comes closest)."""
+    from .report import allocation_rows, summary_lines, workload_rows
+
+    report = _plan_report(spec, load_catalog(), timings)
+    if fmt == Format.json:
+        emit(to_json(report.model_dump(mode="json")), out)
+    else:
+        lines = summary_lines(report)
+        a_head, a_rows = allocation_rows(report)
+        w_head, w_rows = workload_rows(report)
+        if fmt == Format.markdown:
+            text = ("### fleetplan plan\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
+                    + markdown_table(a_head, a_rows) + "\n" + markdown_table(w_head, w_rows))
+            emit(text, out)
+        else:
+            cap = console()
+            with cap.capture() as captured:
+                for line in lines:
+                    cap.print(line, markup=False)
+                for title, head, rows in (("allocations", a_head, a_rows),
+                                          ("workloads", w_head, w_rows)):
+                    table = Table(title=title)
+                    for h in head:
+                        table.add_column(h)
+                    for r in rows:
+                        table.add_row(*(escape(c) for c in r))
+                    cap.print(table)
+            emit(captured.get(), out)
+    _infeasible_exit(fail_if_infeasible and report.status == "infeasible")
+
+
+@app.command()
+def schema(kind: Annotated[SchemaKind, typer.Argument(help="spec or report")],
+           out: OutOpt = None) -> None:
+    """Print the JSON Schema of a plan spec or of a plan report."""
+    from .report import report_schema
+    from .spec import spec_schema
+
+    emit(to_json(spec_schema() if kind == SchemaKind.spec else report_schema()), out)
+
+
+@app.command()
+def compare(
+        first: Annotated[Path, typer.Argument(help="A plan spec (YAML), or the old report "
+                                                   "(JSON).")],
+        second: Annotated[Path | None, typer.Argument(help="The new report (JSON).")] = None,
+        accelerators: Annotated[str | None, typer.Option(
+            help="With a spec: plan with each of these alone and with all of them, "
+                 "comma-separated.")] = None,
+        fail_on: Annotated[list[str] | None, typer.Option(
+            "--fail-on", help="Exit 1 when METRIC grows by more than this: cost:+5%, "
+                              "p99_ttft:+10%, accelerators:+2 (old report vs new).")] = None,
+        fmt: FormatOpt = Format.table, out: OutOpt = None) -> None:
+    """Compare two plan reports (CI gates), or accelerator options for one spec."""
+    from .compare import diff, load_report, parse_gate
+
+    gates = [parse_gate(g) for g in fail_on or []]
+    if second is not None:
+        result = diff(load_report(first), load_report(second), gates)
+        if fmt == Format.json:
+            emit(to_json(result), out)
+        else:
+            rows = [[r["metric"], _cell(r["old"]), _cell(r["new"]),
+                     "-" if r["change"] is None else f"{r['change']:+.1%}"]
+                    for r in result["metrics"]]
+            rows += [[f"count {a['accelerator']}", str(a["old"]), str(a["new"]),
+                      f"{a['new'] - a['old']:+d}"] for a in result["accelerators"]]
+            rows += [[f"gate {g}", "", "", "FAILED" if g in result["failed"] else "ok"]
+                     for g in result["gates"]]
+            _render_table(f"{first} -> {second}", ["metric", "old", "new", "change"], rows,
+                          fmt, out)
+        _infeasible_exit(bool(result["failed"]))
+        return
+    if gates:
+        raise SpecError("--fail-on compares two reports: give OLD.json NEW.json",
+                        field="fail-on")
+    if accelerators is None:
+        raise SpecError("give a second report to compare with, or --accelerators to compare "
+                        "options for this spec", field="accelerators")
+    names = [a.strip() for a in accelerators.split(",") if a.strip()]
+    catalog = load_catalog()
+    options = [[n] for n in names] + ([names] if len(names) > 1 else [])
+    results = []
+    for pool in options:
+        report = _plan_report(first, catalog, False, pool)
+        results.append({"pool": "+".join(pool), "status": report.status,
+                        "cost_usd_h": report.cost_usd_h if report.status != "infeasible"
+                        else None,
+                        "accelerators": report.accelerators,
+                        "cost_usd_per_million_output_tokens":
+                            report.cost_usd_per_million_output_tokens,
+                        "allocations": [f"{a.count}x {a.accelerator} tp{a.tp}pp{a.pp} "
+                                        f"{a.precision}" for a in report.allocations],
+                        "p99_ttft_s": max((w.predicted.ttft_p99_s or 0.0 for w in
+                                           report.workloads if w.predicted), default=None),
+                        "p99_tpot_s": max((w.predicted.tpot_p99_s or 0.0 for w in
+                                           report.workloads if w.predicted), default=None)})
+    if fmt == Format.json:
+        emit(to_json({"options": results}), out)
+        return
+    rows = [[r["pool"], r["status"], _cell(r["cost_usd_h"]),
+             _cell(r["cost_usd_per_million_output_tokens"]), str(r["accelerators"]),
+             _cell(r["p99_ttft_s"]), _cell(r["p99_tpot_s"]), "; ".join(r["allocations"])]
+            for r in results]
+    _render_table(f"options for {first}", ["pool", "status", "USD/h", "USD/M out tok",
+                                           "accelerators", "p99 TTFT s", "p99 TPOT s",
+                                           "plan"], rows, fmt, out)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def main() -> None:

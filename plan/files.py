@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..hardware.catalog import Catalog
+from ..hardware.catalog import Catalog, UnknownIdError
+from ..hardware.efficiency import CalibrationSet, parse_calibration
 from ..hardware.errors import SpecError
 from ..hardware.llm import ModelArch, parse_model
 from ..hardware.yamlio import load_yaml_text
@@ -44,3 +45,15 @@ def model_of(catalog: Catalog, name: str) -> ModelArch:
     if name not in catalog.models and (name.endswith((".json", ".yaml", ".yml")) or "/" in name):
         return load_model_file(Path(name))
     return catalog.model(name)
+
+
+def load_calibration(catalog: Catalog, path: Path) -> CalibrationSet:
+    """Efficiency parameters from `fleetplan calibrate` over the catalog's defaults; every
+    accelerator it names must exist."""
+    calibration = parse_calibration(load_yaml_file(path), str(path), base=catalog.calibration)
+    for name in list(calibration.per_accelerator) + [k.split("@")[0]
+                                                     for k in calibration.per_engine]:
+        if name not in catalog.accelerators:
+            raise SpecError(UnknownIdError("accelerators", name, catalog.accelerators).message,
+                            file=str(path), field=f"accelerators.{name}")
+    return calibration

@@ -1,0 +1,374 @@
+"""The plan report: a typed model (its JSON Schema ships with the package), built from a
+`FleetPlan`, rendered as JSON, a terminal table or markdown."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models.inference import IDLE_POWER_FRACTION
+from ..solvers.fleet import FleetPlan
+from ..solvers.milp import SolveStatus
+from ..solvers.search import GOODPUT_ITERATIONS, pareto
+from .planner import PlanInputs
+
+SCHEMA_VERSION = "1.0"
+SECONDS_PER_HOUR = 3600.0
+TOKENS_PER_MILLION = 1e6
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Route(_Out):
+    workload: str
+    bucket: str
+    share: float = Field(description="fraction of the bucket's requests sent here")
+    rate_rps: float = Field(description="requests/s of the bucket per replica")
+    ttft_p99_s: float | None
+    tpot_p99_s: float | None
+    e2e_p99_s: float | None
+    slo_ratio: float | None = Field(description="worst latency / objective (<= 1 meets it)")
+    slo_term: str
+
+
+class Allocation(_Out):
+    accelerator: str
+    count: int = Field(description="accelerators")
+    replicas: int
+    tp: int
+    pp: int
+    ep: int
+    precision: str
+    max_batch: int | None
+    prefill_chunk: int | None
+    cost_usd_h: float
+    load_fraction: float = Field(description="planned load over the replicas' capacity")
+    routes: list[Route]
+
+
+class Nodes(_Out):
+    accelerator: str
+    nodes: int
+    lower_bound: int
+    accelerators_per_node: int
+    scale_up_domain: int
+    idle_accelerators: int
+    status: str
+    solver: str
+    feasible: bool
+    reason: str
+
+
+class Predicted(_Out):
+    ttft_p99_s: float | None
+    tpot_p99_s: float | None
+    e2e_p99_s: float | None
+    slo_ratio: float | None = Field(description="worst over the workload's routes")
+    of: Literal["worst route"] = "worst route"
+
+
+class WorkloadOut(_Out):
+    name: str
+    model: str | None
+    rate_rps: float = Field(description="the rate planned for (the peak of a profile)")
+    slo: dict[str, float]
+    predicted: Predicted | None
+    served_fraction: float
+
+
+class ParetoPoint(_Out):
+    family: str
+    precision: str
+    tp: int
+    pp: int
+    ep: int
+    max_batch: int
+    cost_usd_per_million_output_tokens: float
+    ttft_p99_s: float
+    goodput_rps: float
+
+
+class FamilyOut(_Out):
+    family: str
+    grid: int
+    fitting: int
+    pairs_screened: int
+    pairs_evaluated: int
+    pareto: list[ParetoPoint]
+
+
+class Closest(_Out):
+    served_fraction: float
+    reasons: list[str]
+    blocking: list[str]
+    unservable: list[str]
+    best_alone: dict[str, dict[str, float | str]] = Field(
+        description="per unservable bucket: the best latency/objective ratio one request "
+        "alone reaches on any candidate, and the objective")
+
+
+class Solver(_Out):
+    status: str
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    solver: str
+    binding: list[str]
+    time_s: float | None = Field(default=None, description="only with --timings (reports are "
+                                 "otherwise byte-identical run to run)")
+
+
+class Report(_Out):
+    schema_version: str
+    status: Literal["optimal", "feasible", "infeasible"]
+    objective: str
+    cost_usd_h: float
+    cost_usd_per_million_output_tokens: float | None
+    power_w: float | None
+    accelerators: int
+    allocations: list[Allocation]
+    nodes: list[Nodes]
+    workloads: list[WorkloadOut]
+    solver: Solver
+    closest: Closest | None
+    search: list[FamilyOut]
+    inputs: dict[str, Any]
+    assumptions: dict[str, Any]
+    warnings: list[str]
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) -> Report:
+    spec = inputs.loaded.spec
+    mix = plan.mix
+    feasible = mix.feasible
+    status = str(mix.facts.status) if feasible else "infeasible"
+    warnings: list[str] = []
+    allocations = []
+    for c, ch in enumerate(plan.choices):
+        n = int(mix.replicas[c])
+        if n == 0:
+            continue
+        routes = [Route(workload=plan.buckets[s.bucket_index].workload, bucket=s.bucket,
+                        share=s.fraction, rate_rps=s.rate_per_replica_rps,
+                        ttft_p99_s=_num(s.ttft_p99_s), tpot_p99_s=_num(s.tpot_p99_s),
+                        e2e_p99_s=_num(s.e2e_p99_s), slo_ratio=_num(s.slo_ratio),
+                        slo_term=s.slo_term)
+                  for s in plan.served if s.choice == c]
+        measured = ch.precision == "measured"
+        allocations.append(Allocation(
+            accelerator=plan.groups[ch.group].accelerator, count=n * ch.devices, replicas=n,
+            tp=ch.tp, pp=ch.pp, ep=ch.ep, precision=ch.precision,
+            max_batch=None if measured else ch.max_batch,
+            prefill_chunk=None if measured else ch.prefill_chunk,
+            cost_usd_h=n * ch.cost_usd_h, load_fraction=float(mix.utilization[c]) *
+            (1.0 - spec.options.headroom), routes=routes))
+        for r in routes:
+            if r.slo_ratio is not None and r.slo_ratio > 1.0 + 1e-6:
+                warnings.append(f"{ch.name}: the re-check puts {r.bucket} at "
+                                f"{r.slo_ratio:.3f}x its {r.slo_term} objective")
+    nodes = []
+    for g, placement in enumerate(plan.placements):
+        if placement is None:
+            continue
+        group = plan.groups[g]
+        nodes.append(Nodes(accelerator=group.accelerator, nodes=placement.nodes,
+                           lower_bound=placement.lower_bound,
+                           accelerators_per_node=group.accelerators_per_node,
+                           scale_up_domain=group.scale_up_domain,
+                           idle_accelerators=placement.idle_accelerators,
+                           status=str(placement.facts.status), solver=placement.facts.solver,
+                           feasible=placement.feasible, reason=placement.reason))
+        if not placement.feasible:
+            warnings.append(f"{group.accelerator}: replicas cannot be placed: "
+                            f"{placement.reason}")
+    workloads = []
+    for w in spec.workloads:
+        mine = [s for s in plan.served if plan.buckets[s.bucket_index].workload == w.name]
+        demand = sum(b.demand_rps for b in plan.buckets if b.workload == w.name)
+        served = 1.0 if feasible else _served_share(plan, w.name, demand)
+        predicted = None
+        if mine and all(math.isfinite(s.ttft_p99_s) for s in mine):
+            predicted = Predicted(
+                ttft_p99_s=_num(max(s.ttft_p99_s for s in mine)),
+                tpot_p99_s=_num(max(s.tpot_p99_s for s in mine)),
+                e2e_p99_s=_num(max(s.e2e_p99_s for s in mine)),
+                slo_ratio=_num(max(s.slo_ratio for s in mine)))
+        workloads.append(WorkloadOut(
+            name=w.name, model=w.model, rate_rps=w.peak_rate_rps,
+            slo={k: v for k, v in w.slo.model_dump().items() if v is not None},
+            predicted=predicted, served_fraction=served))
+    out_tok_s = sum(b.demand_rps * t for b, t in zip(plan.buckets,
+                                                     inputs.bucket_output_tokens, strict=True))
+    cost = mix.cost_usd_h if feasible else math.nan
+    per_mtok = cost / (out_tok_s * SECONDS_PER_HOUR / TOKENS_PER_MILLION) if out_tok_s else \
+        math.nan
+    closest = None
+    if not feasible and mix.closest is not None:
+        cl = mix.closest
+        best = {}
+        for cands in plan.candidates:
+            for name, (ratio, term) in cands.floor.items():
+                if name in cl.unservable and (name not in best or ratio <
+                                              float(best[name]["ratio"])):
+                    best[name] = {"ratio": ratio, "objective": term,
+                                  "family": cands.family.key}
+        closest = Closest(served_fraction=cl.served_fraction, reasons=list(cl.reasons),
+                          blocking=list(cl.blocking), unservable=list(cl.unservable),
+                          best_alone={k: {"ratio": _num(float(v["ratio"])) or -1.0,
+                                          "objective": str(v["objective"]),
+                                          "family": str(v["family"])}
+                                      for k, v in sorted(best.items())})
+    facts = mix.facts
+    solver = Solver(status=str(facts.status), objective=_num(facts.objective),
+                    bound=_num(facts.bound), gap=_num(facts.gap), solver=facts.solver,
+                    binding=list(mix.binding), time_s=facts.time_s if timings else None)
+    search = [_family_out(plan, k) for k in range(len(plan.candidates))]
+    devices = int(np.sum(mix.devices_by_group)) if feasible else 0
+    if facts.status is SolveStatus.FEASIBLE:
+        warnings.append(f"the solver stopped at its time limit: the plan is feasible, within "
+                        f"{facts.gap:.2%} of optimal")
+    return Report(
+        schema_version=SCHEMA_VERSION, status=status,  # type: ignore[arg-type]
+        objective=spec.objective, cost_usd_h=cost if feasible else 0.0,
+        cost_usd_per_million_output_tokens=_num(per_mtok),
+        power_w=_num(mix.power_w) if feasible and spec.capacities is None else None,
+        accelerators=devices, allocations=allocations, nodes=nodes, workloads=workloads,
+        solver=solver, closest=closest, search=search,
+        inputs=inputs.loaded.spec.model_dump(mode="json"),
+        assumptions=_assumptions(inputs), warnings=warnings)
+
+
+def _served_share(plan: FleetPlan, workload: str, demand: float) -> float:
+    cl = plan.mix.closest
+    if cl is None or demand <= 0:
+        return 0.0
+    got = sum(float(cl.served[k]) * b.demand_rps for k, b in enumerate(plan.buckets)
+              if b.workload == workload)
+    return got / demand
+
+
+def _family_out(plan: FleetPlan, k: int) -> FamilyOut:
+    c = plan.candidates[k]
+    points: list[ParetoPoint] = []
+    if len(c):
+        demand = np.array([plan.buckets[i].demand_rps for i in range(len(plan.buckets))
+                           if plan.buckets[i].name in c.floor])
+        share = demand / demand.sum() if demand.sum() > 0 else np.full(demand.size,
+                                                                       1 / demand.size)
+        out_tok = np.array([float(plan.buckets[i].load.output_len.mean)
+                            for i in range(len(plan.buckets))
+                            if plan.buckets[i].name in c.floor])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Requests/s of the workload mix one replica carries, when each bucket takes its
+            # share of the replica's time.
+            mixed = 1.0 / np.sum(share / c.goodput_rps, axis=1)
+            tok_h = mixed * float(np.sum(share * out_tok)) * SECONDS_PER_HOUR
+            per_mtok = c.cost_usd_h / (tok_h / TOKENS_PER_MILLION)
+            ttft = np.nanmax(c.ttft_p99_s, axis=1)
+        front = pareto(np.where(mixed > 0, per_mtok, np.inf), ttft)
+        for j in np.flatnonzero(front):
+            points.append(ParetoPoint(
+                family=c.family.key, precision=str(c.precision[j]), tp=int(c.tp[j]),
+                pp=int(c.pp[j]), ep=int(c.ep[j]), max_batch=int(c.max_batch[j]),
+                cost_usd_per_million_output_tokens=float(per_mtok[j]),
+                ttft_p99_s=float(ttft[j]), goodput_rps=float(mixed[j])))
+    return FamilyOut(family=c.family.key, grid=c.grid_size, fitting=c.fitting,
+                     pairs_screened=c.pairs_screened, pairs_evaluated=c.pairs_evaluated,
+                     pareto=points)
+
+
+def _assumptions(inputs: PlanInputs) -> dict[str, Any]:
+    spec = inputs.loaded.spec
+    if spec.capacities is not None:
+        return {"capacity_model": "measured: requests/s per accelerator per bucket at the SLO, "
+                "additive over the buckets a replica carries (Mélange)",
+                "headroom": spec.options.headroom}
+    return {
+        "capacity_model": "goodput: the highest request rate per replica whose predicted "
+                          "latency percentiles meet the bucket's SLO (fleetplan's serving "
+                          "model); load shares of buckets on one replica add up (Mélange)",
+        "candidate_selection": f"a roofline screen ranks the whole grid by cost per "
+                               f"request/s; the {spec.options.shortlist} best per bucket and "
+                               f"accelerator type, and the best of each replica size, get the "
+                               f"full serving model; the mix ILP chooses among those",
+        "goodput_resolution": f"capacity / 2**{GOODPUT_ITERATIONS}",
+        "arrivals": "each replica sees the workload's arrival process (random splitting "
+                    "keeps Poisson streams Poisson)",
+        "rate_profile": "the fleet is sized for the busiest hour",
+        "calibration_source": inputs.calibration.source,
+        "engine": spec.options.engine,
+        "idle_power_fraction_of_tdp": IDLE_POWER_FRACTION,
+        "headroom": spec.options.headroom,
+    }
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The headline of a plan, one fact per line (terminal and markdown)."""
+    lines = [f"status: {report.status} (objective {report.objective}; solver "
+             f"{report.solver.status}, gap {_pct(report.solver.gap)})"]
+    if report.status != "infeasible":
+        lines.append(f"cost: {report.cost_usd_h:.2f} USD/h, "
+                     f"{_fmt(report.cost_usd_per_million_output_tokens, '.3f')} USD per "
+                     f"million output tokens; {report.accelerators} accelerators; power "
+                     f"{_fmt(report.power_w, '.0f')} W")
+    if report.closest is not None:
+        lines.append(f"closest achievable: {report.closest.served_fraction:.1%} of the demand")
+        lines.extend(f"  - {r}" for r in report.closest.reasons)
+        for bucket, best in report.closest.best_alone.items():
+            lines.append(f"  - {bucket}: best {best['objective']} alone is "
+                         f"{float(best['ratio']):.2f}x its objective (on {best['family']})")
+    if report.solver.binding:
+        lines.append("binding: " + ", ".join(report.solver.binding))
+    lines.extend(f"warning: {w}" for w in report.warnings)
+    return lines
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def allocation_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    headers = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision", "max batch",
+               "USD/h", "load", "routes"]
+    rows = [[a.accelerator, str(a.count), str(a.replicas), str(a.tp), str(a.pp), str(a.ep),
+             a.precision, _fmt(a.max_batch, "d"), f"{a.cost_usd_h:.2f}",
+             f"{a.load_fraction:.0%}",
+             "; ".join(f"{r.bucket} {r.share:.0%}" for r in a.routes)]
+            for a in report.allocations]
+    return headers, rows
+
+
+def workload_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    headers = ["workload", "rate req/s", "SLO", "p99 TTFT", "p99 TPOT", "p99 e2e",
+               "latency/SLO", "served"]
+    rows = []
+    for w in report.workloads:
+        p = w.predicted
+        slo = ", ".join(f"{k.removesuffix('_s')} {v:g} s" for k, v in sorted(w.slo.items()))
+        rows.append([w.name, f"{w.rate_rps:g}", slo or "-",
+                     _fmt(p.ttft_p99_s if p else None, '.3g'),
+                     _fmt(p.tpot_p99_s if p else None, '.3g'),
+                     _fmt(p.e2e_p99_s if p else None, '.3g'),
+                     _fmt(p.slo_ratio if p else None, '.2f'), f"{w.served_fraction:.0%}"])
+    return headers, rows
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of a plan report."""
+    schema = Report.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fleetplan plan report"
+    return schema

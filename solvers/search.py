@@ -1,0 +1,323 @@
+"""Candidate search: every configuration of one model on one accelerator type, priced by the
+models in vectorised passes.
+
+The grid is precision x TP x PP x EP x max batch x prefill chunk. Shapes the model cannot split
+and replicas whose weights do not fit are masked. A cheap screen over the whole grid and every
+request bucket (latency floors of one request alone, and the roofline throughput limit) ranks
+the candidates by cost per request/s; the best of them per bucket, and the best of each replica
+size, then get the full serving model: the highest request rate per replica that meets the
+bucket's latency objectives (goodput).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hardware.llm import ModelArch
+from ..models.arrays import BoolArray, FloatArray
+from ..models.device import Device
+from ..models.inference import IDLE_POWER_FRACTION, build_replica, max_throughput, static
+from ..models.queueing import QUANTILES, Lengths, Slo, Workload, goodput
+from ..models.transformer import parallel_fits
+
+# Bisection steps on the request rate: capacity / 2**12, a 0.02% resolution.
+GOODPUT_ITERATIONS = 12
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The values each axis of the grid takes."""
+
+    precisions: tuple[str, ...]
+    tp: tuple[int, ...]
+    pp: tuple[int, ...]
+    ep: tuple[int, ...] | None
+    """None: 1 and the whole tensor-parallel group (MoE models only)."""
+    max_batch: tuple[int, ...]
+    prefill_chunk: tuple[int, ...] | None
+    """None: the engine's own token budget."""
+    allow_cross_node_tp: bool = False
+    shortlist: int = 6
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model on one accelerator type: what its candidates share."""
+
+    key: str
+    arch: ModelArch
+    device: Device
+    price_usd_h: float
+    """Per accelerator-hour (nan when unknown: the cost objective cannot use it)."""
+    max_devices: float
+    """Accelerators of this type available (inf when unlimited)."""
+    scale_up_domain: int
+
+
+@dataclass(frozen=True)
+class BucketLoad:
+    """A request bucket: its lengths and arrival process (the rate is set by the search), the
+    latency objectives of its workload, and its demand."""
+
+    name: str
+    workload: str
+    load: Workload
+    slo: Slo
+    demand_rps: float
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The evaluated candidates of one family, one row each, with goodput per bucket."""
+
+    family: Family
+    precision: np.ndarray
+    tp: np.ndarray
+    pp: np.ndarray
+    ep: np.ndarray
+    max_batch: np.ndarray
+    prefill_chunk: np.ndarray
+    devices: np.ndarray
+    cost_usd_h: FloatArray
+    power_idle_w: FloatArray
+    power_busy_w: FloatArray
+    goodput_rps: FloatArray
+    """Shape (candidates, buckets): highest rate per replica meeting the bucket's SLO."""
+    binding: np.ndarray
+    """Shape (candidates, buckets): what limits the goodput ("capacity", an SLO term,
+    "memory")."""
+    ttft_p99_s: FloatArray
+    tpot_p99_s: FloatArray
+    grid_size: int
+    """Candidates on the grid before masking."""
+    fitting: int
+    """Candidates whose shapes split and whose weights fit."""
+    pairs_screened: int
+    pairs_evaluated: int
+    floor: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Per bucket: the smallest worst-objective ratio any fitting candidate reaches alone
+    (latency / bound, > 1 means the SLO cannot be met) and that objective."""
+
+    def __len__(self) -> int:
+        return int(self.tp.size)
+
+
+def grid(family: Family, space: SearchSpace) -> dict[str, np.ndarray]:
+    """The grid's axes flattened to one row per candidate, shapes the model cannot split,
+    formats the chip cannot run and groups wider than allowed left out."""
+    acc, arch = family.device.accelerator, family.arch
+    engine = family.device.engine
+    chunks = space.prefill_chunk or (engine.max_tokens_per_step,)
+    rows: list[tuple[str, int, int, int]] = []
+    for prec, tp, pp in itertools.product(space.precisions, space.tp, space.pp):
+        if not acc.runs(prec) or tp * pp > family.max_devices:
+            continue
+        if tp > family.scale_up_domain and not space.allow_cross_node_tp:
+            continue
+        eps = space.ep if space.ep is not None else ((1, tp) if arch.moe else (1,))
+        rows.extend((prec, tp, pp, ep) for ep in sorted(set(eps)))
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"precision": np.zeros(0, dtype=object), "tp": empty, "pp": empty,
+                "ep": empty, "max_batch": empty, "prefill_chunk": empty}
+    prec_a = np.array([r[0] for r in rows], dtype=object)
+    tp_a, pp_a, ep_a = (np.array([r[k] for r in rows], dtype=np.int64) for k in (1, 2, 3))
+    keep = parallel_fits(arch, tp_a, pp_a, ep_a)
+    base = np.flatnonzero(keep)
+    idx, mb, ch = (a.ravel() for a in np.meshgrid(base, np.asarray(space.max_batch),
+                                                   np.asarray(chunks), indexing="ij"))
+    return {"precision": prec_a[idx], "tp": tp_a[idx], "pp": pp_a[idx], "ep": ep_a[idx],
+            "max_batch": mb.astype(np.int64), "prefill_chunk": ch.astype(np.int64)}
+
+
+def _quantile_of(slo_pct: str) -> float:
+    return QUANTILES[slo_pct]
+
+
+def _floor_ratio(bucket: BucketLoad, ttft_at: dict[str, FloatArray],
+                 tpot_mean: FloatArray) -> tuple[FloatArray, np.ndarray]:
+    """The worst ratio of one request's own latency (no queueing, no other requests) to each
+    objective: a lower bound on what it sees under load."""
+    ratios, names = [], []
+    o = bucket.load.output_len
+    for metric, pct, bound in bucket.slo.items():
+        if metric == "ttft":
+            value = ttft_at[pct]
+        elif metric == "tpot":
+            value = tpot_mean
+        else:
+            value = ttft_at[pct] + np.maximum(o.quantile(_quantile_of(pct)) - 1.0, 0.0) \
+                * tpot_mean
+        ratios.append(value / bound)
+        names.append(f"{metric}_{pct}")
+    if not ratios:
+        return np.zeros_like(tpot_mean), np.full(tpot_mean.shape, "none", dtype=object)
+    stack = np.stack(np.broadcast_arrays(*ratios))
+    worst = np.argmax(stack, axis=0)
+    return np.max(stack, axis=0), np.asarray(names, dtype=object)[worst]
+
+
+def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Candidates:
+    """Screen the family's grid on every bucket, then price the shortlist exactly."""
+    g = grid(family, space)
+    n_grid = int(g["tp"].size)
+    dev = family.device
+    col = {k: v[:, np.newaxis] for k, v in g.items()}
+    rep = build_replica(family.arch, dev, tp=col["tp"], pp=col["pp"], ep=col["ep"],
+                        weight_precision=col["precision"], tokens_per_step=col["prefill_chunk"])
+    fits = np.broadcast_to(rep.memory.fits, col["tp"].shape)[:, 0] if n_grid else \
+        np.zeros(0, dtype=bool)
+    g = {k: v[fits] for k, v in g.items()}
+    n_fit = int(g["tp"].size)
+    if n_fit == 0 or not buckets:
+        return _empty(family, g, n_grid, buckets)
+    col = {k: v[:, np.newaxis] for k, v in g.items()}
+    rep = build_replica(family.arch, dev, tp=col["tp"], pp=col["pp"], ep=col["ep"],
+                        weight_precision=col["precision"], tokens_per_step=col["prefill_chunk"])
+    devices = (g["tp"] * g["pp"]).astype(float)
+    cost = devices * family.price_usd_h
+
+    # ---- Screen: (candidates, buckets) in a few vectorised passes.
+    i_mean = np.array([b.load.input_len.mean for b in buckets], dtype=float)[np.newaxis]
+    o_mean = np.array([b.load.output_len.mean for b in buckets], dtype=float)[np.newaxis]
+    hit = np.array([b.load.prefix_hit for b in buckets], dtype=float)[np.newaxis]
+    ttft_at, tpot_at = {}, {}
+    for pct, q in QUANTILES.items():
+        i_q = np.array([b.load.input_len.quantile(q) for b in buckets], dtype=float)
+        alone = static(rep, batch=1, input_len=np.maximum(i_q[np.newaxis] * (1 - hit), 1.0),
+                       output_len=o_mean)
+        ttft_at[pct], tpot_at[pct] = alone.ttft_s, alone.tpot_s
+    # The median prompt's decode step: a floor for every TPOT percentile.
+    tpot_alone = tpot_at["p50"]
+    full = max_throughput(rep, input_len=np.maximum(i_mean * (1 - hit), 1.0), output_len=o_mean,
+                          max_batch=col["max_batch"], prefill_chunk=col["prefill_chunk"])
+    cap = np.where(full.feasible, full.output_tok_s_total / o_mean, 0.0)
+    floor = np.empty((n_fit, len(buckets)))
+    floor_term = np.empty((n_fit, len(buckets)), dtype=object)
+    penalty = np.ones((n_fit, len(buckets)))
+    for k, b in enumerate(buckets):
+        r, t = _floor_ratio(b, {p: v[:, k] for p, v in ttft_at.items()}, tpot_alone[:, k])
+        floor[:, k], floor_term[:, k] = r, t
+        tpot_bounds = [bound for m, _p, bound in b.slo.items() if m == "tpot"]
+        if tpot_bounds:
+            # A full batch slower than the TPOT objective will not run full at the SLO: rank
+            # it by the share of its batch the objective leaves (a ranking, not a prediction).
+            penalty[:, k] = np.maximum(full.tpot_s[:, k] / min(tpot_bounds), 1.0)
+    ok = (floor <= 1.0) & (cap > 0)
+    score = np.where(ok, cost[:, np.newaxis] * penalty / np.maximum(cap, 1e-300), np.inf)
+
+    # ---- Shortlist: per bucket the best few by score, and the best of each replica size
+    # (small replicas round an integer plan up by less).
+    chosen: set[int] = set()
+    for k in range(len(buckets)):
+        order = np.lexsort((np.arange(n_fit), score[:, k]))
+        good = order[np.isfinite(score[order, k])]
+        chosen.update(int(j) for j in good[:space.shortlist])
+        for size in np.unique(devices[good]):
+            chosen.add(int(good[devices[good] == size][0]))
+    keep = np.array(sorted(chosen), dtype=np.int64)
+    floors = {b.name: (float(np.min(floor[:, k])), str(floor_term[np.argmin(floor[:, k]), k]))
+              for k, b in enumerate(buckets)}
+    sel = {k: v[keep] for k, v in g.items()}
+    n_keep = keep.size
+    gp = np.zeros((n_keep, len(buckets)))
+    binding = np.full((n_keep, len(buckets)), "slo", dtype=object)
+    ttft99 = np.full((n_keep, len(buckets)), np.nan)
+    tpot99 = np.full((n_keep, len(buckets)), np.nan)
+    if n_keep:
+        # ---- Exact: goodput for every shortlisted candidate on every bucket, one pass per
+        # distinct objective set (buckets of one workload share theirs).
+        by_slo: dict[Slo, list[int]] = {}
+        for k, b in enumerate(buckets):
+            by_slo.setdefault(b.slo, []).append(k)
+        for slo, ks in by_slo.items():
+            c_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_keep), ks,
+                                                           indexing="ij"))
+            pair_rep = build_replica(
+                family.arch, dev, tp=sel["tp"][c_idx], pp=sel["pp"][c_idx],
+                ep=sel["ep"][c_idx], weight_precision=sel["precision"][c_idx],
+                tokens_per_step=sel["prefill_chunk"][c_idx])
+            load = _stack_loads([buckets[k].load for k in b_idx])
+            rate, bind, at = goodput(pair_rep, load, slo, max_batch=sel["max_batch"][c_idx],
+                                     token_budget=sel["prefill_chunk"][c_idx],
+                                     iterations=GOODPUT_ITERATIONS)
+            gp[c_idx, b_idx] = rate
+            binding[c_idx, b_idx] = bind
+            ttft99[c_idx, b_idx] = np.where(rate > 0, at.ttft.p99, np.nan)
+            tpot99[c_idx, b_idx] = np.where(rate > 0, at.tpot.p99, np.nan)
+    busy = _busy_power(family, sel, buckets)
+    return Candidates(
+        family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
+        sel["prefill_chunk"], devices[keep], cost[keep], _idle_power(family, devices[keep]),
+        busy, gp, binding, ttft99, tpot99, n_grid, n_fit, n_fit * len(buckets),
+        n_keep * len(buckets), floors)
+
+
+def _stack_loads(loads: list[Workload]) -> Workload:
+    """One workload whose arrays run over the given buckets (same arrival process)."""
+    first = loads[0]
+    return Workload(np.ones(len(loads)),
+                    Lengths(np.array([float(w.input_len.mean) for w in loads]),
+                            np.array([float(w.input_len.cv) for w in loads])),
+                    Lengths(np.array([float(w.output_len.mean) for w in loads]),
+                            np.array([float(w.output_len.cv) for w in loads])),
+                    first.arrival_cv, first.prefix_hit)
+
+
+def _idle_power(family: Family, devices: FloatArray) -> FloatArray:
+    """Power of a replica between requests (W): static power on chips with an energy model, a
+    fixed share of the power limit on the others; nan where neither is known."""
+    acc = family.device.accelerator
+    if acc.energy is not None:
+        per = acc.energy.static_power_w
+    elif acc.tdp_w is not None:
+        per = acc.tdp_w * IDLE_POWER_FRACTION
+    else:
+        per = math.nan
+    return np.asarray(devices * per, dtype=float)
+
+
+def _busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketLoad]) \
+        -> FloatArray:
+    """Power of a replica running flat out (W): joules per token times tokens per second at
+    its throughput limit, averaged over the buckets."""
+    if sel["tp"].size == 0:
+        return np.zeros(0)
+    rep = build_replica(family.arch, family.device, tp=sel["tp"][:, np.newaxis],
+                        pp=sel["pp"][:, np.newaxis], ep=sel["ep"][:, np.newaxis],
+                        weight_precision=sel["precision"][:, np.newaxis],
+                        tokens_per_step=sel["prefill_chunk"][:, np.newaxis])
+    i_mean = np.array([b.load.input_len.mean for b in buckets], dtype=float)[np.newaxis]
+    o_mean = np.array([b.load.output_len.mean for b in buckets], dtype=float)[np.newaxis]
+    est = max_throughput(rep, input_len=i_mean, output_len=o_mean,
+                         max_batch=sel["max_batch"][:, np.newaxis],
+                         prefill_chunk=sel["prefill_chunk"][:, np.newaxis])
+    watts = est.energy_j_per_token * est.output_tok_s_total
+    return np.asarray(np.mean(np.where(np.isfinite(watts), watts, np.nan), axis=1), dtype=float)
+
+
+def _empty(family: Family, g: dict[str, np.ndarray], n_grid: int,
+           buckets: list[BucketLoad]) -> Candidates:
+    none = np.zeros(0, dtype=np.int64)
+    nb = len(buckets)
+    return Candidates(family, np.zeros(0, dtype=object), none, none, none, none, none,
+                      np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, nb)),
+                      np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
+                      n_grid, int(g["tp"].size), 0, 0,
+                      {b.name: (math.inf, "memory") for b in buckets})
+
+
+def pareto(cost: FloatArray, latency: FloatArray) -> BoolArray:
+    """Points no other point beats on both cost and latency (ties kept once, the first)."""
+    order = np.lexsort((np.arange(cost.size), latency, cost))
+    keep = np.zeros(cost.size, dtype=bool)
+    best = math.inf
+    for j in order:
+        if np.isfinite(cost[j]) and np.isfinite(latency[j]) and latency[j] < best:
+            keep[j] = True
+            best = float(latency[j])
+    return keep
