@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
 from .inference import Replica, micro_batch, step_time
@@ -87,7 +87,7 @@ def serve_disaggregated(prefill: Replica, decode: Replica, load: Workload, *,
     slope = (tau_at(seen + db) - tau_at(np.maximum(seen - db, 1.0))) / \
         (seen + db - np.maximum(seen - db, 1.0))
     drift = np.abs(slope) * np.sqrt((2.0 / 3.0) * b)
-    tpot = Percentiles(tpot_mean, *(tpot_mean + norm.ppf(q) * drift for q in QUANTILES.values()))
+    tpot = Percentiles(tpot_mean, *(tpot_mean + ndtri(q) * drift for q in QUANTILES.values()))
 
     def ttft_q(q: float) -> FloatArray:
         cond = wait_mean / np.clip(p_wait, 1e-12, 1.0)

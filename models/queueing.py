@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaincc, gammaln
-from scipy.stats import norm, poisson
+from scipy.special import gammaincc, gammaln, ndtri
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
 from .inference import Replica, SpecDecode, draft_cost, micro_batch, step_time
@@ -57,7 +56,7 @@ class Lengths:
         """Lognormal quantile with this mean and cv (the mean itself when cv is 0)."""
         sigma2 = np.log1p(self.cv**2)
         mu = np.log(np.maximum(self.mean, 1e-9)) - sigma2 / 2.0
-        return np.where(self.cv > 0, np.exp(mu + np.sqrt(sigma2) * norm.ppf(q)), self.mean)
+        return np.where(self.cv > 0, np.exp(mu + np.sqrt(sigma2) * ndtri(q)), self.mean)
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,20 @@ def erlang_c(servers: FloatArray, offered: FloatArray) -> FloatArray:
 def _poisson_cdf(k: FloatArray, mean: FloatArray) -> FloatArray:
     """P(X <= k) for X ~ Poisson(mean): the regularised upper incomplete gamma Q(k+1, mean)."""
     return np.asarray(gammaincc(k + 1.0, np.maximum(mean, 1e-300)), dtype=np.float64)
+
+
+def poisson_ppf(q: float, mean: FloatArray) -> FloatArray:
+    """Smallest k with P(X <= k) >= q for X ~ Poisson(mean), by integer bisection on the CDF
+    (scipy.stats' ppf, without importing scipy.stats: it costs half a second at start-up)."""
+    m = arr(mean)
+    lo = np.full(m.shape, -1.0)
+    hi = np.ceil(m + 12.0 * np.sqrt(m) + 30.0)
+    while np.any(hi - lo > 1):
+        mid = np.floor((lo + hi) / 2.0)
+        below = _poisson_cdf(mid, m) < q
+        lo = np.where(below & (hi - lo > 1), mid, lo)
+        hi = np.where(~below & (hi - lo > 1), mid, hi)
+    return arr(hi)
 
 
 def _decode_steps(output: Lengths, spec: SpecDecode | None) -> FloatArray:
@@ -230,19 +243,6 @@ def _mixture_quantile(q: float, weights: FloatArray, shift: FloatArray, width: F
     return arr(np.maximum(np.minimum(value, np.maximum(cap, lo + 1e-12)), lo))
 
 
-def _aitken(x0: FloatArray, x1: FloatArray, x2: FloatArray, *, lower: float,
-            upper: ArrayLike) -> FloatArray:
-    """Aitken's delta-squared extrapolation of a geometrically converging sequence; the last
-    iterate where the extrapolation is undefined or leaves [lower, upper]."""
-    d1, d2 = x1 - x0, x2 - x1
-    denom = d2 - d1
-    ratio = np.divide(d2, d1, out=np.zeros_like(d2), where=d1 != 0)
-    ok = (np.abs(denom) > 1e-300) & (ratio > 0) & (ratio < 1)
-    jump = x2 - np.divide(d2 * d2, denom, out=np.zeros_like(d2), where=ok)
-    ok &= (jump >= lower) & (jump <= upper)
-    return arr(np.where(ok, jump, x2))
-
-
 def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
           token_budget: ArrayLike | None = None, spec: SpecDecode | None = None) -> LoadResult:
     """Latency percentiles, batch and stability of `rep` under `load`."""
@@ -275,31 +275,34 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     stable = util < 1.0
     lam_eff = np.maximum(np.minimum(lam, capacity * (1.0 - 1e-6)), 1e-12)
 
-    # Fixed point for the mean batch and the step-length mixture below capacity.
-    b = np.minimum(lam_eff * steps * 1e-2, slots)
-    tau = arr(np.full(np.shape(b), 1e-2))
-    mix = _step_mix(rep, b, lam_eff * tau, np.minimum(i_mean, budget), budget, ctx, spec)
-    history: list[tuple[FloatArray, FloatArray]] = []
-    for _ in range(_FIXED_POINT_ITERATIONS):
+    # Fixed point for the mean step length tau (the batch follows from it by Little's law,
+    # b = min(lam * steps * tau, slots)): tau = F(tau), where F is the mean of the step-length
+    # mixture at that batch. F is increasing with slope below 1 under capacity, so plain
+    # iteration converges monotonically (slowly near capacity, where the slope nears 1);
+    # Steffensen's extrapolation from two iterations jumps most of the way each round.
+    def step_mean(tau: FloatArray) -> tuple[FloatArray, _StepMix]:
+        b = np.minimum(lam_eff * steps * tau, slots)
         free = np.maximum(budget - b, 1.0)
         n_chunks = np.ceil(i_mean / free)
-        chunk = i_mean / n_chunks
-        mix = _step_mix(rep, b, lam_eff * tau * n_chunks, chunk, free, ctx, spec,
+        mix = _step_mix(rep, b, lam_eff * tau * n_chunks, i_mean / n_chunks, free, ctx, spec,
                         load.arrival_cv)
-        tau_next = 0.5 * tau + 0.5 * mix.mean
-        b_next = 0.5 * b + 0.5 * np.minimum(lam_eff * steps * tau, slots)
-        settled = np.all(np.abs(tau_next - tau) <= _SETTLED * tau) and \
-            np.all(np.abs(b_next - b) <= _SETTLED * np.maximum(b, 1e-9))
-        history.append((tau_next, b_next))
-        tau, b = tau_next, b_next
-        if settled:
+        return mix.mean, mix
+
+    tau, mix = step_mean(arr(np.full(np.shape(lam_eff * slots * budget), 1e-2)))
+    for _ in range(_FIXED_POINT_ITERATIONS):
+        x1, _mix = step_mean(tau)
+        x2, mix = step_mean(x1)
+        d1, d2 = x1 - tau, x2 - x1
+        if np.all(np.abs(d2) <= _SETTLED * x2):
+            tau = x2
             break
-        if len(history) == 3:
-            # The damped iteration converges geometrically; Aitken's extrapolation from three
-            # iterates jumps most of the remaining way (kept only where it stays in range).
-            tau = _aitken(*(h[0] for h in history), lower=1e-12, upper=np.inf)
-            b = _aitken(*(h[1] for h in history), lower=0.0, upper=slots)
-            history = []
+        ratio = np.divide(d2, d1, out=np.zeros_like(d2), where=d1 != 0)
+        jump = x2 + d2 * ratio / np.where((ratio > 0) & (ratio < 1), 1.0 - ratio, 1.0)
+        ok = (ratio > 0) & (ratio < 1) & np.isfinite(jump) & (jump > 0)
+        tau = arr(np.where(ok, jump, x2))
+    tau_final, mix = step_mean(tau)
+    tau = arr(tau_final)
+    b = np.minimum(lam_eff * steps * tau, slots)
     free = np.maximum(budget - b, 1.0)
     n_chunks = np.ceil(i_mean / free)
     chunk = i_mean / n_chunks
@@ -325,8 +328,8 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     bump = np.maximum(one_chunk - plain, 0.0) / n_steps
 
     def tpot_q(q: float) -> FloatArray:
-        extra = (poisson.ppf(q, np.maximum(lifetime_chunks, 1e-12)) - lifetime_chunks) * bump
-        return arr(tpot_mean + (extra + norm.ppf(q) * drift_sd) / per_token)
+        extra = (poisson_ppf(q, np.maximum(lifetime_chunks, 1e-12)) - lifetime_chunks) * bump
+        return arr(tpot_mean + (extra + ndtri(q) * drift_sd) / per_token)
 
     tpot = Percentiles(tpot_mean, *(tpot_q(q) for q in QUANTILES.values()))
 

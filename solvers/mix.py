@@ -173,6 +173,37 @@ class MixProblem:
         return tuple(self.buckets[b] for b in np.flatnonzero(dead))
 
 
+def dominated(p: MixProblem) -> npt.NDArray[np.bool_]:
+    """(C,) candidates another candidate replaces replica for replica without loss: it serves
+    every bucket at least as fast, costs no more in the objective, and uses no more of a limited
+    type (same type and no more devices, or a type without limit). Exact: swapping each such
+    replica for one of its dominator keeps every constraint and does not raise the objective.
+    Of identical candidates the first is kept."""
+    cap = p.capacity_rps
+    better = np.all(cap[:, None, :] >= cap[None, :, :], axis=2)  # [d, c]: d at least c's speed
+    same = p.group[:, None] == p.group[None, :]
+    unlimited = ~np.isfinite(p.available[p.group])
+    better &= (same & (p.devices[:, None] <= p.devices[None, :])) | unlimited[:, None]
+    if p.objective == "cost":
+        better &= p.cost_usd_h[:, None] <= p.cost_usd_h[None, :]
+    elif p.objective == "count":
+        better &= p.devices[:, None] <= p.devices[None, :]
+    else:
+        # Idle power, and busy power above idle per request of every bucket c serves.
+        better &= p.power_idle_w[:, None] <= p.power_idle_w[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_rps = np.where(cap > 0, (p.power_busy_w - p.power_idle_w)[:, None] / cap, np.inf)
+        served = cap[None, :, :] > 0
+        better &= np.all(~served | (per_rps[:, None, :] <= per_rps[None, :, :]), axis=2)
+    mutual = better & better.T
+    index = np.arange(p.n_candidates)
+    # d dominates c strictly, or they are interchangeable and d comes first.
+    wins = better & (~mutual | (index[:, None] < index[None, :]))
+    np.fill_diagonal(wins, False)
+    out: npt.NDArray[np.bool_] = wins.any(axis=0)
+    return out
+
+
 def availability_name(problem: MixProblem, g: int) -> str:
     return f"availability[{problem.groups[g]}]"
 
@@ -272,26 +303,27 @@ def _objective_terms(p: MixProblem, m_n: list[pulp.LpVariable], m_x: list[pulp.L
 def _build(p: MixProblem, *, partial: bool) -> _Model:
     """The model, built over whole arrays: one python pass over the nonzero pairs per family."""
     cat = pulp.LpBinary if p.routing == "whole" else pulp.LpContinuous
-    load = p.load_per_rps() * p.demand_rps[None, :]  # (C, B) replicas for all of bucket b
-    pair = (p.capacity_rps > 0) & (p.demand_rps[None, :] > 0)
+    keep = ~dominated(p)
+    pair = (p.capacity_rps > 0) & (p.demand_rps[None, :] > 0) & keep[:, None]
+    # (C, B) replicas of c that all of bucket b needs; 0 off the pairs.
+    load = np.where(pair, p.load_per_rps(), 0.0) * p.demand_rps[None, :]
     xb, xc = (a.astype(np.int64) for a in np.nonzero(pair.T))  # sorted by bucket
     coef = load[xc, xb]
     # Upper bounds on n: all servable load on c, and the type's limit; tight bounds help the
     # branch and bound and cost nothing.
-    full = np.ceil(np.where(pair, load, 0.0).sum(axis=1))
-    with np.errstate(invalid="ignore"):
-        cap = np.floor(p.available[p.group] / p.devices)
-    upper = np.minimum(np.maximum(full, 0.0), cap)
+    full = np.ceil(load.sum(axis=1))
+    cap = np.floor(p.available[p.group] / p.devices)
+    upper = np.where(keep, np.minimum(full, cap), 0.0)
     model = pulp.LpProblem("mix", pulp.LpMinimize)
-    n = [pulp.LpVariable(f"n{c}", 0, u if math.isfinite(u) else None, pulp.LpInteger)
+    n = [model.add_variable(f"n{c}", 0, u if math.isfinite(u) else None, pulp.LpInteger)
          for c, u in enumerate(upper.tolist())]
-    x = [pulp.LpVariable(f"x{k}", 0, 1, cat) for k in range(len(xb))]
+    x = [model.add_variable(f"x{k}", 0, 1, cat) for k in range(len(xb))]
 
     buckets, starts = np.unique(xb, return_index=True)
     ends = [*starts[1:].tolist(), len(xb)]
     unserved: list[pulp.LpVariable] | None = None
     if partial:
-        unserved = [pulp.LpVariable(f"u{b}", 0, 1) for b in buckets.tolist()]
+        unserved = [model.add_variable(f"u{b}", 0, 1) for b in buckets.tolist()]
     for i, (b, lo, hi) in enumerate(zip(buckets.tolist(), starts.tolist(), ends, strict=True)):
         terms = [(x[k], 1.0) for k in range(lo, hi)]
         if unserved is not None:

@@ -116,3 +116,37 @@ def test_one_slot_exponential_like_service_is_mm1(catalog: Catalog) -> None:
     load = Workload(np.asarray(rho / s), Lengths.fixed(256), Lengths.lognormal(64, 64))
     res = serve(rep, load, max_batch=1)
     assert float(res.queue_wait_s) == pytest.approx(rho * s / (1 - rho), rel=0.08)
+
+
+def test_mixture_quantile_equals_bisection_on_its_cdf() -> None:
+    """The sort-based quantile of a mixture of uniforms agrees with bisection on the mixture's
+    CDF, sum_i w_i clip((x - s_i) / v_i, 0, 1), including a cap below the quantile."""
+    from fleetplan.models.queueing import _mixture_quantile
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        m, n = int(rng.integers(1, 40)), int(rng.integers(1, 20))
+        w = rng.random((m, n))
+        w /= w.sum(axis=0)
+        s = rng.random((m, n)) * 0.1
+        v = rng.random((m, n)) * 0.01 + 1e-6
+        cap = np.where(rng.random(n) < 0.3, rng.random(n) * 0.05, np.inf)
+        for q in (0.5, 0.9, 0.99):
+            lo, hi = s.min(axis=0), np.minimum((s + v).max(axis=0), np.maximum(cap, 0))
+            hi = np.maximum(hi, lo)
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                below = np.sum(w * np.clip((mid - s) / v, 0, 1), axis=0) < q
+                lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+            assert np.allclose(_mixture_quantile(q, w, s, v, cap), (lo + hi) / 2,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_poisson_ppf_equals_scipy_stats() -> None:
+    """fleetplan's Poisson quantile (no scipy.stats import at start-up) is scipy's."""
+    from fleetplan.models.queueing import poisson_ppf
+    from scipy.stats import poisson
+
+    means = np.concatenate([np.logspace(-12, 3, 300), [0.5, 1.0, 2.0, 3.0, 10.0]])
+    for q in (0.01, 0.5, 0.9, 0.99, 0.999):
+        assert np.array_equal(poisson_ppf(q, means), poisson.ppf(q, means))
