@@ -28,7 +28,8 @@ def metric(report: dict[str, Any], name: str) -> float | None:
     if report.get("status") == "infeasible" and name != "accelerators":
         return math.inf
     if name == "cost":
-        return float(report["cost_usd_h"])
+        value = report.get("cost_usd_h")
+        return None if value is None else float(value)
     if name == "cost_per_mtok":
         value = report.get("cost_usd_per_million_output_tokens")
         return None if value is None else float(value)

@@ -127,7 +127,7 @@ class Report(_Out):
     schema_version: str
     status: Literal["optimal", "feasible", "infeasible"]
     objective: str
-    cost_usd_h: float
+    cost_usd_h: float | None = Field(description="null where a type in use has no price")
     cost_usd_per_million_output_tokens: float | None
     power_w: float | None
     accelerators: int
@@ -208,25 +208,23 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
             predicted=predicted, served_fraction=served))
     out_tok_s = sum(b.demand_rps * t for b, t in zip(plan.buckets,
                                                      inputs.bucket_output_tokens, strict=True))
-    cost = mix.cost_usd_h if feasible else math.nan
+    priced = all(math.isfinite(plan.groups[ch.group].price_usd_h)
+                 for c, ch in enumerate(plan.choices) if mix.replicas[c] > 0)
+    cost = mix.cost_usd_h if feasible and priced else math.nan
     per_mtok = cost / (out_tok_s * SECONDS_PER_HOUR / TOKENS_PER_MILLION) if out_tok_s else \
         math.nan
     closest = None
     if not feasible and mix.closest is not None:
         cl = mix.closest
-        best = {}
+        best: dict[str, tuple[float, str, str]] = {}
         for cands in plan.candidates:
             for name, (ratio, term) in cands.floor.items():
-                if name in cl.unservable and (name not in best or ratio <
-                                              float(best[name]["ratio"])):
-                    best[name] = {"ratio": ratio, "objective": term,
-                                  "family": cands.family.key}
+                if name in cl.unservable and (name not in best or ratio < best[name][0]):
+                    best[name] = (ratio, term, cands.family.key)
         closest = Closest(served_fraction=cl.served_fraction, reasons=list(cl.reasons),
                           blocking=list(cl.blocking), unservable=list(cl.unservable),
-                          best_alone={k: {"ratio": _num(float(v["ratio"])) or -1.0,
-                                          "objective": str(v["objective"]),
-                                          "family": str(v["family"])}
-                                      for k, v in sorted(best.items())})
+                          best_alone={k: {"ratio": _num(v[0]) or -1.0, "objective": v[1],
+                                          "family": v[2]} for k, v in sorted(best.items())})
     facts = mix.facts
     solver = Solver(status=str(facts.status), objective=_num(facts.objective),
                     bound=_num(facts.bound), gap=_num(facts.gap), solver=facts.solver,
@@ -238,7 +236,7 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
                         f"{facts.gap:.2%} of optimal")
     return Report(
         schema_version=SCHEMA_VERSION, status=status,  # type: ignore[arg-type]
-        objective=spec.objective, cost_usd_h=cost if feasible else 0.0,
+        objective=spec.objective, cost_usd_h=_num(cost) if feasible else 0.0,
         cost_usd_per_million_output_tokens=_num(per_mtok),
         power_w=_num(mix.power_w) if feasible and spec.capacities is None else None,
         accelerators=devices, allocations=allocations, nodes=nodes, workloads=workloads,
@@ -316,7 +314,7 @@ def summary_lines(report: Report) -> list[str]:
     lines = [f"status: {report.status} (objective {report.objective}; solver "
              f"{report.solver.status}, gap {_pct(report.solver.gap)})"]
     if report.status != "infeasible":
-        lines.append(f"cost: {report.cost_usd_h:.2f} USD/h, "
+        lines.append(f"cost: {_fmt(report.cost_usd_h, '.2f')} USD/h, "
                      f"{_fmt(report.cost_usd_per_million_output_tokens, '.3f')} USD per "
                      f"million output tokens; {report.accelerators} accelerators; power "
                      f"{_fmt(report.power_w, '.0f')} W")

@@ -285,4 +285,7 @@ def restrict_pool(loaded: LoadedSpec, accelerators: list[str]) -> LoadedSpec:
     spec = loaded.spec
     have = {p.accelerator: p for p in spec.pool}
     pool = [have.get(a, PoolEntry(accelerator=a)) for a in accelerators]
-    return LoadedSpec(spec.model_copy(update={"pool": pool}), loaded.file, loaded.raw)
+    update: dict[str, Any] = {"pool": pool}
+    if spec.capacities is not None:
+        update["capacities"] = [c for c in spec.capacities if c.accelerator in accelerators]
+    return LoadedSpec(spec.model_copy(update=update), loaded.file, loaded.raw)

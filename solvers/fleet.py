@@ -229,4 +229,4 @@ def _place(choices: list[Choice], groups: list[Group], mix: MixResult,
             continue
         out.append(pack(PackingProblem(group.accelerators_per_node, group.scale_up_domain,
                                        kinds, allow_cross_domain_tp=allow_cross_node_tp)))
-    return out
+    return tuple(out)

@@ -481,8 +481,10 @@ def _closest(p: MixProblem) -> Closest:
         facts = solve(model.problem, time_limit_s=p.time_limit_s)
         replicas, routing = _plan(p, model)
         if facts.status is SolveStatus.OPTIMAL and model.unserved is not None:
-            # Second stage: keep the served rate (to solver tolerance), minimise the objective.
-            unserved = facts.objective + TOLERANCE * max(1.0, float(p.demand_rps.sum()))
+            # Second stage: keep the served rate, minimise the objective. The slack (1e-7 of the
+            # demand, HiGHS's primal tolerance) only keeps the first optimum feasible; any more
+            # would let the second stage trade served requests for cost.
+            unserved = facts.objective + 1e-7 * max(1.0, float(p.demand_rps.sum()))
             model.problem.addConstraint(pulp.LpConstraint(
                 model.problem.objective.copy(), pulp.LpConstraintLE, "served", unserved))
             model.problem.setObjective(
