@@ -652,6 +652,31 @@ def compare(
                                            "plan"], rows, fmt, out)
 
 
+@app.command()
+def bench(examples: Annotated[list[Path] | None, typer.Argument(
+              help="Specs to time end to end (default: none).")] = None,
+          repeats: Annotated[int, typer.Option(min=1, help="Best of this many runs.")] = 3,
+          fmt: FormatOpt = Format.table, out: OutOpt = None) -> None:
+    """Measure the speed figures the README quotes: grid screening rate, exact goodput rate,
+    mix ILP solve time and example plans end to end, on this machine."""
+    from .bench import run_bench
+
+    result = run_bench(load_catalog(), list(examples or []), repeats)
+    if fmt == Format.json:
+        emit(to_json(result), out)
+        return
+    g, s, m = result["grid_screen"], result["search_with_exact_goodput"], result["mix_ilp"]
+    rows = [["grid screen", f"{g['candidate_bucket_pairs']} candidate-bucket pairs",
+             f"{g['seconds'] * 1e3:.1f} ms", f"{g['pairs_per_s']:,.0f} pairs/s"],
+            ["search with exact goodput", f"{s['pairs_with_exact_goodput']} exact pairs",
+             f"{s['seconds'] * 1e3:.0f} ms", f"{s['exact_pairs_per_s']:,.1f} pairs/s"],
+            ["mix ILP", f"{m['types']} types x {m['buckets']} buckets ({m['candidates']} "
+             f"candidates), {m['status']}", f"{m['seconds'] * 1e3:.0f} ms", ""]]
+    rows += [[f"plan {name}", "end to end (in process)", f"{sec * 1e3:.0f} ms", ""]
+             for name, sec in result["example_plans_seconds"].items()]
+    _render_table("fleetplan bench", ["what", "size", "time", "rate"], rows, fmt, out)
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 

@@ -161,8 +161,30 @@ def _floor_ratio(bucket: BucketLoad, ttft_at: dict[str, FloatArray],
     return np.max(stack, axis=0), np.asarray(names, dtype=object)[worst]
 
 
-def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Candidates:
-    """Screen the family's grid on every bucket, then price the shortlist exactly."""
+@dataclass(frozen=True)
+class Screen:
+    """The whole grid of one family on every bucket, by roofline bounds only."""
+
+    grid: dict[str, np.ndarray]
+    """Axes of the fitting candidates, one row each."""
+    grid_size: int
+    devices: FloatArray
+    cost_usd_h: FloatArray
+    floor: FloatArray
+    """(candidates, buckets): worst latency / objective of one request alone (> 1: the SLO
+    cannot be met whatever the load)."""
+    floor_term: np.ndarray
+    score: FloatArray
+    """(candidates, buckets): cost per request/s of throughput limit, for ranking (inf where
+    the floor or memory rules the candidate out)."""
+
+    @property
+    def pairs(self) -> int:
+        return int(self.floor.size)
+
+
+def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Screen:
+    """Mask and rank the family's whole grid on every bucket in a few vectorised passes."""
     g = grid(family, space)
     n_grid = int(g["tp"].size)
     dev = family.device
@@ -173,8 +195,11 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
         np.zeros(0, dtype=bool)
     g = {k: v[fits] for k, v in g.items()}
     n_fit = int(g["tp"].size)
+    nb = len(buckets)
     if n_fit == 0 or not buckets:
-        return _empty(family, g, n_grid, buckets)
+        none = np.zeros((n_fit, nb))
+        return Screen(g, n_grid, np.zeros(n_fit), np.zeros(n_fit), none + np.inf,
+                      np.full((n_fit, nb), "memory", dtype=object), none + np.inf)
     col = {k: v[:, np.newaxis] for k, v in g.items()}
     rep = build_replica(family.arch, dev, tp=col["tp"], pp=col["pp"], ep=col["ep"],
                         weight_precision=col["precision"], tokens_per_step=col["prefill_chunk"])
@@ -209,6 +234,19 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
             penalty[:, k] = np.maximum(full.tpot_s[:, k] / min(tpot_bounds), 1.0)
     ok = (floor <= 1.0) & (cap > 0)
     score = np.where(ok, cost[:, np.newaxis] * penalty / np.maximum(cap, 1e-300), np.inf)
+
+    return Screen(g, n_grid, devices, cost, floor, floor_term, score)
+
+
+def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Candidates:
+    """Screen the family's grid on every bucket, then price the shortlist exactly."""
+    sc = screen(family, buckets, space)
+    g, n_grid, devices, cost = sc.grid, sc.grid_size, sc.devices, sc.cost_usd_h
+    floor, floor_term, score = sc.floor, sc.floor_term, sc.score
+    n_fit = int(g["tp"].size)
+    if n_fit == 0 or not buckets:
+        return _empty(family, g, n_grid, buckets)
+    dev = family.device
 
     # ---- Shortlist: per bucket the best few by score, and the best of each replica size
     # (small replicas round an integer plan up by less).
