@@ -118,7 +118,8 @@ class Solver(_Out):
     bound: float | None
     gap: float | None
     solver: str
-    binding: list[str]
+    binding: list[str] = Field(description="availability limits that bind (how full each "
+                               "candidate's replicas are is its allocation's load_fraction)")
     time_s: float | None = Field(default=None, description="only with --timings (reports are "
                                  "otherwise byte-identical run to run)")
 
@@ -228,7 +229,8 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
     facts = mix.facts
     solver = Solver(status=str(facts.status), objective=_num(facts.objective),
                     bound=_num(facts.bound), gap=_num(facts.gap), solver=facts.solver,
-                    binding=list(mix.binding), time_s=facts.time_s if timings else None)
+                    binding=[b for b in mix.binding if not b.startswith("capacity[")],
+                    time_s=facts.time_s if timings else None)
     search = [_family_out(plan, k) for k in range(len(plan.candidates))]
     devices = int(np.sum(mix.devices_by_group)) if feasible else 0
     if facts.status is SolveStatus.FEASIBLE:

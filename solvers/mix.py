@@ -14,6 +14,10 @@ served at all. Constraint families, each named:
 Objectives: hourly cost (USD/h), accelerator count, or average fleet power (W) at the planned
 load, which is linear because the load-proportional power of a candidate is linear in ``x``.
 
+Candidates another candidate dominates (as fast on every bucket, no dearer in the objective, no
+more of a limited type) are dropped before the solve; the optimum is unchanged and realistic
+candidate grids, where most are dominated, solve several times faster.
+
 An infeasible plan is a status, not an exception: the result then carries `Closest`, the largest
 share of the demand any plan can serve under the same limits, and what blocks the rest.
 """
@@ -180,27 +184,33 @@ def dominated(p: MixProblem) -> npt.NDArray[np.bool_]:
     replica for one of its dominator keeps every constraint and does not raise the objective.
     Of identical candidates the first is kept."""
     cap = p.capacity_rps
-    better = np.all(cap[:, None, :] >= cap[None, :, :], axis=2)  # [d, c]: d at least c's speed
-    same = p.group[:, None] == p.group[None, :]
     unlimited = ~np.isfinite(p.available[p.group])
-    better &= (same & (p.devices[:, None] <= p.devices[None, :])) | unlimited[:, None]
     if p.objective == "cost":
-        better &= p.cost_usd_h[:, None] <= p.cost_usd_h[None, :]
+        price = p.cost_usd_h
     elif p.objective == "count":
-        better &= p.devices[:, None] <= p.devices[None, :]
+        price = p.devices.astype(np.float64)
     else:
-        # Idle power, and busy power above idle per request of every bucket c serves.
-        better &= p.power_idle_w[:, None] <= p.power_idle_w[None, :]
+        price = p.power_idle_w
         with np.errstate(divide="ignore", invalid="ignore"):
+            # Busy power above idle per request/s of each bucket.
             per_rps = np.where(cap > 0, (p.power_busy_w - p.power_idle_w)[:, None] / cap, np.inf)
-        served = cap[None, :, :] > 0
-        better &= np.all(~served | (per_rps[:, None, :] <= per_rps[None, :, :]), axis=2)
-    mutual = better & better.T
     index = np.arange(p.n_candidates)
-    # d dominates c strictly, or they are interchangeable and d comes first.
-    wins = better & (~mutual | (index[:, None] < index[None, :]))
-    np.fill_diagonal(wins, False)
-    out: npt.NDArray[np.bool_] = wins.any(axis=0)
+    same_group = p.group[:, None] == p.group[None, :]
+    out = np.zeros(p.n_candidates, dtype=np.bool_)
+    # One candidate at a time against all others: O(C B) memory, for grids of thousands.
+    for c in range(p.n_candidates):
+        # d can replace c, and c can replace d.
+        better = (np.all(cap >= cap[c], axis=1) & (price <= price[c])
+                  & ((same_group[c] & (p.devices <= p.devices[c])) | unlimited))
+        worse = (np.all(cap <= cap[c], axis=1) & (price >= price[c])
+                 & ((same_group[c] & (p.devices >= p.devices[c])) | unlimited[c]))
+        if p.objective == "energy":
+            better &= np.all(per_rps[:, cap[c] > 0] <= per_rps[c, cap[c] > 0], axis=1)
+            worse &= np.all((cap <= 0) | (per_rps[c] <= per_rps), axis=1)
+        # d dominates c strictly, or they are interchangeable and d comes first.
+        wins = better & (~worse | (index < c))
+        wins[c] = False
+        out[c] = wins.any()
     return out
 
 
@@ -406,11 +416,13 @@ def _devices_by_group(p: MixProblem, replicas: IntArray) -> IntArray:
 
 
 def _full_groups(p: MixProblem, replicas: IntArray) -> list[int]:
-    """Groups with a finite limit and no room for one more replica of any of its candidates."""
+    """Groups with a finite limit and no room for one more replica of any of its candidates that
+    could matter: ones serving some bucket with demand and not dominated by another."""
     used = _devices_by_group(p, replicas)
+    useful = np.any((p.capacity_rps > 0) & (p.demand_rps[None, :] > 0), axis=1) & ~dominated(p)
     out = []
     for g in range(p.n_groups):
-        members = p.group == g
+        members = (p.group == g) & useful
         if math.isfinite(p.available[g]) and members.any():
             smallest = int(p.devices[members].min())
             if p.available[g] - used[g] < smallest:
