@@ -185,12 +185,7 @@ def dominated(p: MixProblem) -> npt.NDArray[np.bool_]:
     Of identical candidates the first is kept."""
     cap = p.capacity_rps
     unlimited = ~np.isfinite(p.available[p.group])
-    if p.objective == "cost":
-        price = p.cost_usd_h
-    elif p.objective == "count":
-        price = p.devices.astype(np.float64)
-    else:
-        price = p.power_idle_w
+    price = per_replica_objective(p)
         with np.errstate(divide="ignore", invalid="ignore"):
             # Busy power above idle per request/s of each bucket.
             per_rps = np.where(cap > 0, (p.power_busy_w - p.power_idle_w)[:, None] / cap, np.inf)
@@ -293,14 +288,19 @@ class _Model:
     unserved_buckets: IntArray
 
 
+def per_replica_objective(p: MixProblem) -> FloatArray:
+    """(C,) what one replica adds to the objective whatever its load: USD/h, accelerators, or
+    idle W (the energy objective's load-proportional part rides on the routing)."""
+    if p.objective == "cost":
+        return p.cost_usd_h
+    if p.objective == "count":
+        return p.devices.astype(np.float64)
+    return p.power_idle_w
+
+
 def _objective_terms(p: MixProblem, m_n: list[pulp.LpVariable], m_x: list[pulp.LpVariable],
                      xb: IntArray, xc: IntArray) -> pulp.LpAffineExpression:
-    if p.objective == "cost":
-        per_replica = p.cost_usd_h
-    elif p.objective == "count":
-        per_replica = p.devices.astype(np.float64)
-    else:
-        per_replica = p.power_idle_w
+    per_replica = per_replica_objective(p)
     terms = [(v, c) for v, c in zip(m_n, per_replica.tolist(), strict=True) if c != 0]
     if p.objective == "energy":
         # Busy power above idle scales with the share of capacity in use, which is linear in x.
