@@ -186,6 +186,7 @@ def dominated(p: MixProblem) -> npt.NDArray[np.bool_]:
     cap = p.capacity_rps
     unlimited = ~np.isfinite(p.available[p.group])
     price = per_replica_objective(p)
+    if p.objective == "energy":
         with np.errstate(divide="ignore", invalid="ignore"):
             # Busy power above idle per request/s of each bucket.
             per_rps = np.where(cap > 0, (p.power_busy_w - p.power_idle_w)[:, None] / cap, np.inf)
