@@ -160,8 +160,6 @@ class Options(_Strict):
                                           "per step (default: the engine's)")
     engine: str = "trtllm"
     calibration: str | None = Field(default=None, description="YAML from fleetplan calibrate")
-    disaggregation: bool = Field(default=False, description="also consider separate prefill "
-                                 "and decode replicas with a KV transfer between them")
     headroom: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.0, description="fraction of each replica's capacity kept free")
     routing: Literal["split", "whole"] = "split"

@@ -268,11 +268,11 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
     tpot99 = np.full((n_keep, len(buckets)), np.nan)
     if n_keep:
         # ---- Exact: goodput for every shortlisted candidate on every bucket, one pass per
-        # distinct objective set (buckets of one workload share theirs).
-        by_slo: dict[Slo, list[int]] = {}
+        # distinct objective set and arrival process (buckets of one workload share them).
+        by_slo: dict[tuple[Slo, float, float], list[int]] = {}
         for k, b in enumerate(buckets):
-            by_slo.setdefault(b.slo, []).append(k)
-        for slo, ks in by_slo.items():
+            by_slo.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
+        for (slo, _cv, _hit), ks in by_slo.items():
             c_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_keep), ks,
                                                            indexing="ij"))
             pair_rep = build_replica(
@@ -296,7 +296,8 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
 
 
 def _stack_loads(loads: list[Workload]) -> Workload:
-    """One workload whose arrays run over the given buckets (same arrival process)."""
+    """One workload whose arrays run over the given buckets (which share their arrival process
+    and prefix hit rate)."""
     first = loads[0]
     return Workload(np.ones(len(loads)),
                     Lengths(np.array([float(w.input_len.mean) for w in loads]),
