@@ -40,9 +40,15 @@ def load_model_file(path: Path) -> ModelArch:
     return parse_model(load_yaml_file(path), str(path))
 
 
+def is_model_file(catalog: Catalog, name: str) -> bool:
+    """Whether `name` names a model file rather than a catalog id."""
+    return name not in catalog.models and (name.endswith((".json", ".yaml", ".yml"))
+                                           or "/" in name)
+
+
 def model_of(catalog: Catalog, name: str) -> ModelArch:
     """A catalog model id, or a path to a config.json / model YAML."""
-    if name not in catalog.models and (name.endswith((".json", ".yaml", ".yml")) or "/" in name):
+    if is_model_file(catalog, name):
         return load_model_file(Path(name))
     return catalog.model(name)
 

@@ -18,7 +18,7 @@ from ..models.device import Device
 from ..models.queueing import Lengths, Slo, Workload
 from ..solvers.fleet import FleetPlan, Group, plan_fleet, plan_measured
 from ..solvers.search import BucketLoad, Family, SearchSpace
-from .files import load_calibration, model_of
+from .files import is_model_file, load_calibration, model_of
 from .spec import LengthDist, LoadedSpec, WorkloadSpec
 
 
@@ -30,8 +30,6 @@ class PlanInputs:
     groups: list[Group]
     buckets: list[BucketLoad]
     bucket_model: list[str]
-    bucket_output_tokens: list[float]
-    """Mean output tokens per request of each bucket (for cost per token)."""
     models: dict[str, ModelArch]
     calibration: CalibrationSet
 
@@ -75,6 +73,9 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
         catalog.engine(opts.engine)
     except SpecError as err:
         raise loaded.error(("options", "engine"), err.message) from None
+    if spec.objective == "energy" and spec.capacities is not None:
+        raise loaded.error(("objective",), "the energy objective needs the performance model; "
+                           "a measured capacity table carries no power")
     calibration = catalog.calibration
     if opts.calibration is not None:
         calibration = load_calibration(catalog, loaded.folder / Path(opts.calibration))
@@ -92,9 +93,6 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
         if math.isnan(price) and spec.objective == "cost":
             raise loaded.error(("pool", k, "accelerator"),
                                f"the catalog has no price for {acc.id}; give price_usd_h")
-        if spec.objective == "energy" and spec.capacities is not None:
-            raise loaded.error(("objective",), "the energy objective needs the performance "
-                               "model; a measured capacity table carries no power")
         if spec.objective == "energy" and acc.tdp_w is None and acc.energy is None:
             raise loaded.error(("pool", k, "accelerator"),
                                f"{acc.id} publishes no power figure, so energy cannot be "
@@ -102,13 +100,14 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
         groups.append(Group(acc.id, math.inf if entry.max_count is None else
                             float(entry.max_count), per_node, domain, price))
     models: dict[str, ModelArch] = {}
-    buckets, bucket_model, out_tokens = [], [], []
+    buckets, bucket_model = [], []
     for k, w in enumerate(spec.workloads):
         model_id = ""
         if w.model is not None:
             try:
-                arch = model_of(catalog, w.model if "/" not in w.model
-                                else str(loaded.folder / w.model))
+                # A model file is found relative to the spec, as a reader of the spec expects.
+                arch = model_of(catalog, str(loaded.folder / w.model)
+                                if is_model_file(catalog, w.model) else w.model)
             except SpecError as err:
                 raise loaded.error(("workloads", k, "model"), err.message) from None
             models[arch.id] = arch
@@ -117,8 +116,7 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
             load = Workload(np.asarray(1.0), inp, out, w.arrival_cv, w.prefix_hit)
             buckets.append(BucketLoad(name, w.name, load, _slo(w), w.peak_rate_rps * share))
             bucket_model.append(model_id)
-            out_tokens.append(float(out.mean))
-    return PlanInputs(loaded, groups, buckets, bucket_model, out_tokens, models, calibration)
+    return PlanInputs(loaded, groups, buckets, bucket_model, models, calibration)
 
 
 def _space(loaded: LoadedSpec) -> SearchSpace:

@@ -207,8 +207,7 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
             name=w.name, model=w.model, rate_rps=w.peak_rate_rps,
             slo={k: v for k, v in w.slo.model_dump().items() if v is not None},
             predicted=predicted, served_fraction=served))
-    out_tok_s = sum(b.demand_rps * t for b, t in zip(plan.buckets,
-                                                     inputs.bucket_output_tokens, strict=True))
+    out_tok_s = sum(b.demand_rps * float(b.load.output_len.mean) for b in plan.buckets)
     priced = all(math.isfinite(plan.groups[ch.group].price_usd_h)
                  for c, ch in enumerate(plan.choices) if mix.replicas[c] > 0)
     cost = mix.cost_usd_h if feasible and priced else math.nan

@@ -52,7 +52,8 @@ class Family:
     arch: ModelArch
     device: Device
     price_usd_h: float
-    """Per accelerator-hour (nan when unknown: the cost objective cannot use it)."""
+    """Per accelerator-hour (0 when unknown; the spec then may not ask for the cost
+    objective)."""
     max_devices: float
     """Accelerators of this type available (inf when unlimited)."""
     scale_up_domain: int
@@ -134,10 +135,6 @@ def grid(family: Family, space: SearchSpace) -> dict[str, np.ndarray]:
             "max_batch": mb.astype(np.int64), "prefill_chunk": ch.astype(np.int64)}
 
 
-def _quantile_of(slo_pct: str) -> float:
-    return QUANTILES[slo_pct]
-
-
 def _floor_ratio(bucket: BucketLoad, ttft_at: dict[str, FloatArray],
                  tpot_mean: FloatArray) -> tuple[FloatArray, np.ndarray]:
     """The worst ratio of one request's own latency (no queueing, no other requests) to each
@@ -150,7 +147,7 @@ def _floor_ratio(bucket: BucketLoad, ttft_at: dict[str, FloatArray],
         elif metric == "tpot":
             value = tpot_mean
         else:
-            value = ttft_at[pct] + np.maximum(o.quantile(_quantile_of(pct)) - 1.0, 0.0) \
+            value = ttft_at[pct] + np.maximum(o.quantile(QUANTILES[pct]) - 1.0, 0.0) \
                 * tpot_mean
         ratios.append(value / bound)
         names.append(f"{metric}_{pct}")

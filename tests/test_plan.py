@@ -83,8 +83,7 @@ def test_recheck_and_accounting_hold(reports: dict[str, dict[str, Any]]) -> None
         for a in report["allocations"]:
             assert a["count"] == a["replicas"] * a["tp"] * a["pp"], name
             assert a["load_fraction"] <= 1.0 + 1e-9, name
-            assert math.isclose(sum(r["share"] * 0 + 1 for r in a["routes"]),
-                                len(a["routes"]))
+            assert a["routes"], name
             for r in a["routes"]:
                 if r["slo_ratio"] is not None:
                     assert r["slo_ratio"] <= 1.0 + 1e-6, (name, r)
@@ -175,7 +174,7 @@ def test_unreachable_slo_is_infeasible_with_the_closest(runner: CliRunner,
     assert "chat" in closest["unservable"]
     best = closest["best_alone"]["chat"]
     # A decode step of an 8B model on an L40S takes milliseconds: more than 1 ms alone.
-    assert best["objective"] == "tpot_p50" or best["objective"].startswith("tpot")
+    assert best["objective"].startswith("tpot")
     assert best["ratio"] > 1.0
 
 
@@ -282,3 +281,14 @@ def test_pareto_front_by_hand() -> None:
     cost = np.array([1.0, 2.0, 3.0, 4.0, 1.0, np.nan])
     lat = np.array([5.0, 3.0, 4.0, 1.0, 6.0, 0.5])
     assert pareto(cost, lat).tolist() == [True, True, False, True, False, False]
+
+
+def test_model_file_is_found_next_to_the_spec(runner: CliRunner, tmp_path: Path) -> None:
+    """A workload's model path is relative to the spec, not to the working directory."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.yaml").write_text(
+        (REPO / "catalog" / "models" / "llama-3.1-8b.yaml").read_text())
+    spec = _write(tmp_path, CHAT.format(rate=2, slo="{ttft_p99_s: 2.0}", limit="", extra="")
+                  .replace("model: llama-3.1-8b", "model: models/mine.yaml"))
+    code, report = _plan(runner, spec)
+    assert code == 0 and report["status"] == "optimal"
