@@ -33,6 +33,7 @@ from .specs import (
     MemoryTier,
     Price,
 )
+from .training_engine import TrainingEngine, parse_training_engine
 from .yamlio import load_yaml_text
 
 T = TypeVar("T")
@@ -64,10 +65,17 @@ class Catalog:
     models: Mapping[str, ModelArch]
     engines: Mapping[str, EngineProfile]
     calibration: CalibrationSet
+    training_engines: Mapping[str, TrainingEngine]
 
     def engine(self, name: str) -> EngineProfile:
         """An engine by id or "family@version" (the version is informational)."""
         return _lookup(self.engines, "engines", name.split("@", 1)[0])
+
+    def training_engine(self, name: str) -> TrainingEngine:
+        """A training framework by exact "family@version", else by its family."""
+        if name in self.training_engines:
+            return self.training_engines[name]
+        return _lookup(self.training_engines, "training engines", name.split("@", 1)[0])
 
     def accelerator(self, name: str) -> Accelerator:
         return _lookup(self.accelerators, "accelerators", name)
@@ -129,6 +137,10 @@ def load_catalog() -> Catalog:
     engines_fields = Fields(_read(root / "engines.yaml", "engines.yaml"), "catalog/engines.yaml")
     engines = {name: parse_engine(engines_fields.sub(name), name)
                for name in engines_fields}
+    training_fields = Fields(_read(root / "training_engines.yaml", "training_engines.yaml"),
+                             "catalog/training_engines.yaml")
+    training = {name: parse_training_engine(training_fields.sub(name), name)
+                for name in training_fields}
     fitted = parse_calibration(
         _read(root / "calibration" / "default.yaml", "calibration/default.yaml"),
         "catalog/calibration/default.yaml")
@@ -139,7 +151,8 @@ def load_catalog() -> Catalog:
     return Catalog(MappingProxyType(dict(sorted(accelerators.items()))),
                    MappingProxyType(links), MappingProxyType(memory),
                    MappingProxyType(dict(sorted(models.items()))),
-                   MappingProxyType(dict(sorted(engines.items()))), calibration)
+                   MappingProxyType(dict(sorted(engines.items()))), calibration,
+                   MappingProxyType(dict(sorted(training.items()))))
 
 
 # ----------------------------------------------------------------------------- sections

@@ -57,6 +57,36 @@ class Efficiency:
         return {name: float(getattr(self, name)) for name in self.names()}
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingEfficiency:
+    """Training-specific fractions, fitted on training measurements for all accelerators."""
+
+    gemm: float = 0.60
+    """Fraction of dense peak FLOP/s that large training GEMMs and flash attention reach,
+    forward and backward (dgrad and wgrad with transposed operands, low-precision scaling)."""
+    moe: float = 0.70
+    """Fraction of the dense-GEMM rate that grouped expert GEMMs reach in training (token
+    permutation, uneven expert loads, many small matrices)."""
+    overlap: float = 0.70
+    """Fraction of tensor- and expert-parallel collective time hidden behind compute where the
+    framework overlaps them."""
+
+    def __post_init__(self) -> None:
+        for name in ("gemm", "moe"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"training {name} must be in (0, 1], got {value!r}")
+        if not 0 <= self.overlap <= 1:
+            raise ValueError(f"training overlap must be in [0, 1], got {self.overlap!r}")
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(TrainingEfficiency))
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.names()}
+
+
 @dataclass(frozen=True)
 class CalibrationSet:
     """Efficiency parameters: a default, per accelerator, per accelerator and engine family."""
@@ -66,6 +96,7 @@ class CalibrationSet:
     per_engine: Mapping[str, Efficiency]
     """Keyed "accelerator@engine" (engine family, e.g. "h100-sxm@trtllm")."""
     source: str = ""
+    training: TrainingEfficiency = TrainingEfficiency()
 
     def for_device(self, accelerator: str, engine: str | None = None) -> Efficiency:
         family = engine.split("@", 1)[0] if engine else None
@@ -81,6 +112,7 @@ class CalibrationSet:
                                for k, v in sorted(self.per_accelerator.items())}
         out["engines"] = {k: _diff(v.as_dict(), self.for_device(k.split("@")[0]).as_dict())
                           for k, v in sorted(self.per_engine.items())}
+        out["training"] = self.training.as_dict()
         return out
 
 
@@ -109,9 +141,9 @@ def parse_calibration(data: Any, file: str, base: CalibrationSet | None = None) 
             raise block.error(None, str(err)) from None
 
     for key in top:
-        if key not in ("default", "accelerators", "engines", "source"):
+        if key not in ("default", "accelerators", "engines", "source", "training"):
             raise top.error(key, "unknown key; a calibration file has default, accelerators, "
-                                 "engines and source")
+                                 "engines, training and source")
     root = base.default if base else Efficiency()
     default = read(top.sub("default"), root) if top.has("default") else root
     per_acc: dict[str, Efficiency] = dict(base.per_accelerator) if base else {}
@@ -127,8 +159,21 @@ def parse_calibration(data: Any, file: str, base: CalibrationSet | None = None) 
                 raise engines.error(name, "expected 'accelerator@engine', e.g. h100-sxm@trtllm")
             acc = name.split("@", 1)[0]
             per_engine[name] = read(engines.sub(name), per_acc.get(acc, default))
+    training = base.training if base else TrainingEfficiency()
+    if top.has("training"):
+        block = top.sub("training")
+        values: dict[str, float] = {}
+        for key in block:
+            if key not in TrainingEfficiency.names():
+                raise block.error(key, "unknown parameter; one of "
+                                       f"{', '.join(TrainingEfficiency.names())}")
+            values[key] = block.number(key, minimum=0.0)
+        try:
+            training = replace(training, **values)
+        except ValueError as err:
+            raise block.error(None, str(err)) from None
     try:
         source = top.string("source", "") or (base.source if base else "")
-        return CalibrationSet(default, per_acc, per_engine, source)
+        return CalibrationSet(default, per_acc, per_engine, source, training)
     except ValueError as err:  # pragma: no cover - constructors above validate
         raise SpecError(str(err), file=file) from None

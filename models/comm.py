@@ -34,14 +34,23 @@ def _ring(size: FloatArray, n: FloatArray, bw: float, lat: float, eff: float,
     return np.where(n > 1.0, steps * lat + passes * (n - 1.0) / n * size / (bw * eff), 0.0)
 
 
-def all_reduce(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric) -> FloatArray:
+def _local(n: FloatArray, fabric: Fabric, domain: ArrayLike | None) -> FloatArray:
+    """Members of the group that share one scale-up domain. `domain` overrides the fabric's
+    where the group's ranks are strided (a data-parallel group skips the tensor-parallel
+    ranks between its members, so fewer of them share a domain)."""
+    room = fabric.domain if domain is None else np.maximum(arr(domain), 1.0)
+    return np.minimum(n, room)
+
+
+def all_reduce(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric,
+               domain: ArrayLike | None = None) -> FloatArray:
     """Time of an all-reduce of `size_bytes` per device over `group` devices.
 
     Within a domain: ring. Across domains: reduce-scatter inside, all-reduce of the shard
     across domains over the NICs, all-gather inside (the hierarchical algorithm NCCL uses).
     """
     size, n = arr(size_bytes), arr(group)
-    local = np.minimum(n, fabric.domain)
+    local = _local(n, fabric, domain)
     remote = np.maximum(n / local, 1.0)
     inside = _ring(size, local, fabric.up_bw_bytes_s, fabric.up_latency_s, fabric.efficiency, 2.0)
     shard = size / local
@@ -50,10 +59,11 @@ def all_reduce(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric) -> Float
     return inside + np.where(remote > 1.0, across, 0.0)
 
 
-def all_gather(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric) -> FloatArray:
+def all_gather(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric,
+               domain: ArrayLike | None = None) -> FloatArray:
     """Time to all-gather so each device ends with `size_bytes` (reduce-scatter: the same)."""
     size, n = arr(size_bytes), arr(group)
-    local = np.minimum(n, fabric.domain)
+    local = _local(n, fabric, domain)
     remote = np.maximum(n / local, 1.0)
     inside = _ring(size / remote, local, fabric.up_bw_bytes_s, fabric.up_latency_s,
                    fabric.efficiency, 1.0)
@@ -65,10 +75,11 @@ def all_gather(size_bytes: ArrayLike, group: ArrayLike, fabric: Fabric) -> Float
 reduce_scatter = all_gather
 
 
-def all_to_all(send_bytes: ArrayLike, group: ArrayLike, fabric: Fabric) -> FloatArray:
+def all_to_all(send_bytes: ArrayLike, group: ArrayLike, fabric: Fabric,
+               domain: ArrayLike | None = None) -> FloatArray:
     """Each device sends `send_bytes` in total, spread evenly over the other devices."""
     size, n = arr(send_bytes), arr(group)
-    spans = n > fabric.domain
+    spans = n > _local(n, fabric, domain)
     bw = np.where(spans, fabric.out_bw_bytes_s, fabric.up_bw_bytes_s) * fabric.efficiency
     lat = np.where(spans, fabric.out_latency_s, fabric.up_latency_s)
     return np.where(n > 1.0, lat * np.log2(np.maximum(n, 2.0)) + size / bw, 0.0)

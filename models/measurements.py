@@ -131,3 +131,46 @@ def _predict_online(m: InferenceMeasurement, rep: Replica) -> Prediction:
     if base == "e2e":
         return Prediction(float(res.e2e.at(pct)), "", "")
     return Prediction(None, f"metric {metric!r} is not predicted for online rows")
+
+
+TRAINING_METRICS = ("model_tflops_per_gpu", "mfu", "tokens_per_s_per_gpu", "step_time_s")
+
+
+@dataclass(frozen=True)
+class CustomArch:
+    """A GPT-style architecture given in a measurement row's columns (model `gpt-custom`)."""
+
+    layers: int
+    hidden: int
+    heads: int | None
+    kv_heads: int | None
+    ffn_hidden: int
+    vocab: int
+    gated_mlp: bool
+
+
+@dataclass(frozen=True)
+class TrainingMeasurement:
+    """One row of a training measurement file. None where the row leaves a knob unstated;
+    `fsdp` is the FSDP degree (0 or None: not used)."""
+
+    id: str
+    model: str
+    custom: CustomArch | None
+    accelerator: str
+    num_accelerators: int
+    precision: str
+    tp: int | None
+    pp: int | None
+    dp: int | None
+    cp: int | None
+    ep: int | None
+    vp: int | None
+    fsdp: int | None
+    global_batch: int
+    micro_batch: int | None
+    seq_len: int
+    metric: str
+    value: float
+    engine: str
+    line: int = 0

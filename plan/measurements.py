@@ -8,12 +8,23 @@ import math
 from pathlib import Path
 
 from ..hardware.errors import SpecError
-from ..models.measurements import INFERENCE_METRICS, SCENARIOS, InferenceMeasurement
+from ..models.measurements import (
+    INFERENCE_METRICS,
+    SCENARIOS,
+    TRAINING_METRICS,
+    CustomArch,
+    InferenceMeasurement,
+    TrainingMeasurement,
+)
 
 INFERENCE_COLUMNS = ("id", "model", "accelerator", "num_accelerators", "precision", "tp", "pp",
                      "ep", "scenario", "input_len", "output_len", "batch_size", "request_rate",
                      "concurrency", "metric", "value", "engine")
 TRAINING_MARKERS = ("layers", "global_batch", "micro_batch")
+TRAINING_COLUMNS = ("id", "model", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab",
+                    "gated_mlp", "accelerator", "num_accelerators", "precision", "tp", "pp", "dp",
+                    "cp", "ep", "vp", "fsdp", "global_batch", "micro_batch", "seq_len", "metric",
+                    "value", "engine")
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -99,3 +110,65 @@ def read_inference(path: Path) -> list[InferenceMeasurement]:
             request_rate=row.number("request_rate"), concurrency=row.integer("concurrency"),
             metric=metric, value=value, engine=row.text("engine"), line=line))
     return out
+
+
+def read_training(path: Path) -> list[TrainingMeasurement]:
+    """Rows of a training measurement file (shared/calibration/README.md's format)."""
+    header, rows = _read_rows(path)
+    missing = [c for c in TRAINING_COLUMNS if c not in header]
+    if missing:
+        raise SpecError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1)
+    out = []
+    for line, raw in rows:
+        row = _Row(path, line, raw)
+        metric = row.text("metric")
+        if metric not in TRAINING_METRICS:
+            raise row.error("metric", f"unknown metric {metric!r}; one of "
+                                      f"{', '.join(TRAINING_METRICS)}")
+        value = row.number("value")
+        if value is None or value <= 0:
+            raise row.error("value", "a positive value is required")
+        model = row.text("model")
+        if not model:
+            raise row.error("model", "is required")
+        custom = _custom_arch(row) if model == "gpt-custom" else None
+        required = {}
+        for col in ("num_accelerators", "global_batch", "seq_len"):
+            number = row.integer(col)
+            if number is None or number < 1:
+                raise row.error(col, "a positive integer is required")
+            required[col] = number
+        out.append(TrainingMeasurement(
+            id=row.text("id") or f"line-{line}", model=model, custom=custom,
+            accelerator=row.text("accelerator"), num_accelerators=required["num_accelerators"],
+            precision=row.text("precision"), tp=_degree(row, "tp"), pp=_degree(row, "pp"),
+            dp=_degree(row, "dp"), cp=_degree(row, "cp"), ep=_degree(row, "ep"),
+            vp=_degree(row, "vp"), fsdp=row.integer("fsdp"),
+            global_batch=required["global_batch"], micro_batch=_degree(row, "micro_batch"),
+            seq_len=required["seq_len"], metric=metric, value=value, engine=row.text("engine"),
+            line=line))
+    return out
+
+
+def _degree(row: _Row, col: str) -> int | None:
+    value = row.integer(col)
+    if value is not None and value < 1:
+        raise row.error(col, f"must be >= 1, got {value}")
+    return value
+
+
+def _custom_arch(row: _Row) -> CustomArch:
+    """The architecture columns of a `gpt-custom` row."""
+    values = {}
+    for col in ("layers", "hidden", "ffn_hidden", "vocab"):
+        number = row.integer(col)
+        if number is None or number < 1:
+            raise row.error(col, "gpt-custom rows need a positive integer here")
+        values[col] = number
+    gated = row.text("gated_mlp").lower()
+    if gated not in ("", "true", "false"):
+        raise row.error("gated_mlp", f"expected true or false, got {gated!r}")
+    return CustomArch(layers=values["layers"], hidden=values["hidden"],
+                      heads=_degree(row, "heads"), kv_heads=_degree(row, "kv_heads"),
+                      ffn_hidden=values["ffn_hidden"], vocab=values["vocab"],
+                      gated_mlp=gated == "true")

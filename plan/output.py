@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 
 class Format(StrEnum):
@@ -91,3 +92,23 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def render_table(title: str, headers: list[str], rows: list[list[str]], fmt: Format,
+                 out: Path | None) -> None:
+    """A table on the terminal, as markdown (for CI job summaries), or into `out`."""
+    if fmt == Format.markdown:
+        emit(f"### {title}\n\n" + markdown_table(headers, rows), out)
+        return
+    table = Table(title=title, show_lines=False)
+    for h in headers:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    if out is not None:
+        cap = console()
+        with cap.capture() as captured:
+            cap.print(table)
+        emit(captured.get(), out)
+    else:
+        console().print(table)

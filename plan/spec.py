@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from .files import load_yaml_file
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, description="seconds")]
 HOURS_PER_DAY = 24
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -248,12 +249,11 @@ class LoadedSpec:
         return Path(self.file).parent
 
 
-def parse_spec(raw: Any, file: str) -> LoadedSpec:
-    """Validate raw YAML data; the first error becomes a SpecError at its line and field."""
-    if not isinstance(raw, dict):
-        raise SpecError("a spec is a mapping with workloads and pool", file=file, line=1)
+def validate_located(cls: type[M], raw: Any, file: str) -> M:
+    """Validate raw YAML data against a model; the first error becomes a SpecError at its
+    line and field."""
     try:
-        spec = Spec.model_validate(raw)
+        return cls.model_validate(raw)
     except ValidationError as err:
         errors = err.errors(include_url=False)
         first = min(errors, key=lambda e: (len(e["loc"]) == 0, _walk(raw, e["loc"])[0] or 0))
@@ -261,7 +261,13 @@ def parse_spec(raw: Any, file: str) -> LoadedSpec:
         message = first["msg"].removeprefix("Value error, ")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise SpecError(message + more, file=file, line=line, field=field or None) from None
-    return LoadedSpec(spec, file, raw)
+
+
+def parse_spec(raw: Any, file: str) -> LoadedSpec:
+    """Validate raw YAML data; the first error becomes a SpecError at its line and field."""
+    if not isinstance(raw, dict):
+        raise SpecError("a spec is a mapping with workloads and pool", file=file, line=1)
+    return LoadedSpec(validate_located(Spec, raw, file), file, raw)
 
 
 def load_spec(path: Path) -> LoadedSpec:
