@@ -120,7 +120,7 @@ def estimate_training(req: TrainRequest, catalog: Catalog,
 
 def _option(o: Option) -> dict[str, Any]:
     out = asdict(o)
-    layout = dict(o.layout)
+    layout: dict[str, Any] = dict(o.layout)
     layout["recompute"] = RECOMPUTE[int(layout["recompute"])]
     for key in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len",
                 "zero", "offload_optimizer"):

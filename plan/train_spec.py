@@ -10,11 +10,14 @@ from pydantic import Field, field_validator, model_validator
 
 from ..hardware.errors import SpecError
 from ..hardware.precision import PRECISIONS
-from ..hardware.training_engine import RECOMPUTE
 from .files import load_yaml_file
 from .spec import _Strict, validate_located
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Recompute = Literal["none", "selective", "full"]
+ZeroStage = Literal[0, 1, 2, 3]
+_ALL_RECOMPUTE: list[Recompute] = ["none", "selective", "full"]
+_DEFAULT_ZERO: list[ZeroStage] = [1, 3]
 SECONDS_PER_DAY = 86400.0
 # Without a stated count list, each type is tried at 8, 16, 32, ... accelerators (whole
 # 8-GPU nodes) up to its max_count.
@@ -50,9 +53,8 @@ class TrainOptions(_Strict):
         default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     vp: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4])
     micro_batch: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4])
-    recompute: list[Literal["none", "selective", "full"]] = Field(
-        default_factory=lambda: list(RECOMPUTE))
-    zero: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [1, 3])
+    recompute: list[Recompute] = Field(default_factory=_ALL_RECOMPUTE.copy)
+    zero: list[ZeroStage] = Field(default_factory=_DEFAULT_ZERO.copy)
     offload_activations: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=lambda: [0.0, 0.5])
     calibration: str | None = None

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..hardware.llm import ModelArch
 from ..hardware.training_engine import RECOMPUTE
-from ..models.arrays import FloatArray
+from ..models.arrays import BoolArray, FloatArray
 from ..models.training import RECOMPUTE_CODES, TrainLayout, TrainSetup, TrainStep, training_step
 
 
@@ -113,7 +113,7 @@ def fastest(setup: TrainSetup, layout: TrainLayout) -> Best:
     return Best(int(np.argmax(score)), step, layout, n, int(ok.sum()))
 
 
-def pick(values: FloatArray, index: int) -> float:
+def pick(values: FloatArray | BoolArray, index: int) -> float:
     return float(np.asarray(values).reshape(-1)[index])
 
 
