@@ -12,8 +12,10 @@ import numpy as np
 from ..hardware.catalog import Catalog
 from ..models.device import Device
 from ..models.queueing import Lengths, Slo, Workload
+from ..models.training import TrainSetup, training_step
 from ..solvers.mix import MixProblem, solve_mix
 from ..solvers.search import BucketLoad, Family, SearchSpace, screen, search_family
+from ..solvers.training import TrainSpace, layout_grid
 from .planner import resolve_plan, run_plan
 from .spec import load_spec
 
@@ -59,6 +61,20 @@ def _mix_problem(types: int, buckets: int, per_type: int, seed: int) -> MixProbl
                       available=np.full(types, np.inf))
 
 
+def _training_grid(catalog: Catalog, repeats: int) -> dict[str, Any]:
+    """One vectorised evaluation of the default training layout grid: a 70B model on 1024
+    H100s over four global batch sizes."""
+    acc = catalog.accelerator("h100-sxm")
+    setup = TrainSetup(catalog.model("llama-3.1-70b"),
+                       Device(acc, catalog.calibration.for_device(acc.id),
+                              catalog.engine("trtllm")),
+                       catalog.training_engine("megatron"), "bf16", catalog.calibration.training)
+    grid = layout_grid(setup.arch, 1024, [256, 512, 1024, 2048], 8192, TrainSpace())
+    seconds = _best_of(repeats, lambda: training_step(setup, grid))
+    return {"layouts": int(grid.tp.size), "seconds": seconds,
+            "layouts_per_s": grid.tp.size / seconds}
+
+
 def run_bench(catalog: Catalog, examples: list[Path], repeats: int = 3) -> dict[str, Any]:
     """Grid screen rate, exact goodput rate, mix ILP solve time, and each example end to end
     (best of `repeats`, single process, after one warm-up)."""
@@ -82,6 +98,7 @@ def run_bench(catalog: Catalog, examples: list[Path], repeats: int = 3) -> dict[
     out["mix_ilp"] = {"types": 10, "buckets": 100, "candidates": problem.n_candidates,
                       "status": str(result.facts.status), "gap": result.facts.gap,
                       "seconds": _best_of(repeats, lambda: solve_mix(problem))}
+    out["training_grid"] = _training_grid(catalog, repeats)
     plans = {}
     for path in examples:
         def once(path: Path = path) -> None:

@@ -98,3 +98,20 @@ def fit_training(rows: Sequence[TrainingMeasurement], catalog: Catalog,
         cases = _cases(rows, catalog, replace(base, training=current))
     after = _median_ape(_log_errors(cases, current))
     return TrainingFit(current, before, after, len(cases), time.perf_counter() - started)
+
+
+def cross_validate_training(rows: Sequence[TrainingMeasurement], catalog: Catalog,
+                            base: CalibrationSet) -> dict[str, dict[str, float]]:
+    """Leave each accelerator out of the fit in turn and predict its rows: what hardware
+    without training measurements should expect. Median and p90 APE per held-out type."""
+    out: dict[str, dict[str, float]] = {}
+    for acc in sorted({m.accelerator for m in rows}):
+        kept = [m for m in rows if m.accelerator != acc]
+        held = [m for m in rows if m.accelerator == acc]
+        fit = fit_training(kept, catalog, base)
+        errors = _log_errors(_cases(held, catalog, replace(base, training=fit.training)),
+                             fit.training)
+        apes = np.abs(np.exp(errors) - 1.0)
+        out[acc] = {"rows": float(len(held)), "median_ape": float(np.median(apes)),
+                    "p90_ape": float(np.percentile(apes, 90))}
+    return out

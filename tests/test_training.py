@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_CSV = ROOT / "catalog" / "calibration" / "training.csv"
-EXAMPLE = ROOT / "examples" / "train-70b-15t.yaml"
+EXAMPLE = ROOT / "examples" / "training" / "llama-70b-15t-tokens.yaml"
 runner = CliRunner()
 
 
