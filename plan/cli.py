@@ -4,7 +4,6 @@ become one line on stderr and exit code 2 here, and only here."""
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,21 +17,18 @@ from .. import __version__
 from ..hardware.catalog import CATALOG_SECTIONS, Catalog, UnknownIdError, load_catalog
 from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
-from ..models.queueing import Slo
 from . import describe
 from .estimate import (
     EstimateRequest,
-    run_estimate,
-    run_goodput,
     run_simulate,
     run_sweep,
-    trace_request,
 )
 from .files import load_calibration
-from .measurements import kind_of, read_inference
-from .output import Format, console, emit, fmt_si, markdown_table, to_json
+from .measurements import kind_of, read_inference, read_training
+from .output import Format, console, emit, fmt_si, markdown_table, render_table, to_json
 from .trace import read_trace
-from .validate import summary_rows, validate_inference
+from .train_cli import train_app
+from .validate import summary_rows, validate_inference, validate_training
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -40,6 +36,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "workloads.")
 catalog_app = typer.Typer(no_args_is_help=True, help="Browse the hardware and model catalog.")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(train_app, name="train")
 
 
 class Section(StrEnum):
@@ -98,21 +95,7 @@ def _calibration(catalog: Catalog, path: Path | None) -> CalibrationSet:
 
 def _render_table(title: str, headers: list[str], rows: list[list[str]], fmt: Format,
                   out: Path | None) -> None:
-    if fmt == Format.markdown:
-        emit(f"### {title}\n\n" + markdown_table(headers, rows), out)
-        return
-    table = Table(title=title, show_lines=False)
-    for h in headers:
-        table.add_column(h)
-    for r in rows:
-        table.add_row(*r)
-    if out is not None:
-        cap = console()
-        with cap.capture() as captured:
-            cap.print(table)
-        emit(captured.get(), out)
-    else:
-        console().print(table)
+    render_table(title, headers, rows, fmt, out)
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -249,25 +232,33 @@ def estimate(
         help="With --rate: also serve it with P prefill and D decode replicas ('P:D').")]
     = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw the accelerator's roofline with the model's prefill and "
+                       "decode operators on it (FILE.png or FILE.svg).")] = None,
 ) -> None:
     """Predict TTFT, TPOT, throughput, memory and energy of one configuration; with --rate
     (or --trace), latency percentiles under that load."""
+    from . import api, plots
+
+    if plot is not None:
+        plots.check_target(plot)
     catalog = load_catalog()
-    if batch is not None and max_batch is not None:
-        raise SpecError("give --batch or --max-batch, not both", field="max_batch")
-    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
-                   kv_precision, max_batch if max_batch is not None else batch, scenario.value,
-                   engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model, rate,
-                   arrival, cv, input_dist, output_dist, prefix_hit)
-    if trace is not None:
-        req = trace_request(req, read_trace(trace))
-        rate = req.rate_rps
-    if disaggregate is not None:
-        req = replace(req, disaggregate=disaggregate)
-    report = run_estimate(req, catalog, _calibration(catalog, calibration))
-    infeasible = not report["feasible"] or report.get("stable") is False
+    result = api.estimate(model, accelerator, input_len=input_len, output_len=output_len,
+                          count=count, tp=tp, pp=pp, ep=ep, precision=precision,
+                          kv_precision=kv_precision, batch=batch, max_batch=max_batch,
+                          scenario=scenario.value, engine=engine, prefill_chunk=prefill_chunk,
+                          kv_offload=kv_offload, draft_len=draft_len, acceptance=acceptance,
+                          draft_model=draft_model, rate_rps=rate, arrival=arrival.value,
+                          arrival_cv=cv, input_dist=input_dist, output_dist=output_dist,
+                          prefix_hit=prefix_hit, trace=trace, disaggregate=disaggregate,
+                          calibration=calibration, catalog=catalog)
+    report, rate = dict(result.report), result.request.rate_rps
+    if plot is not None:
+        plots.render_roofline(plots.roofline_data(result.request, catalog,
+                                                  _calibration(catalog, calibration)), plot)
+    infeasible = result.infeasible
     if fmt == Format.json:
-        emit(to_json(report), out)
+        emit(result.to_json(), out)
         _infeasible_exit(infeasible)
         return
     mem = report["memory"]
@@ -317,26 +308,29 @@ def goodput_cmd(
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
     """The highest request rate one replica sustains within the latency SLOs, and what binds."""
-    catalog = load_catalog()
-    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
-                   kv_precision, max_batch, "max_throughput", engine, prefill_chunk,
-                   kv_offload, draft_len, acceptance, draft_model, None, arrival, cv,
-                   input_dist, output_dist, prefix_hit)
-    slo = Slo(ttft_p99_s=slo_ttft_p99, tpot_p99_s=slo_tpot_p99, ttft_p90_s=slo_ttft_p90,
-              tpot_p90_s=slo_tpot_p90, e2e_p99_s=slo_e2e_p99)
-    if not slo.items():
-        raise SpecError("give at least one SLO, e.g. --slo-ttft-p99 1.0", field="slo")
-    report = run_goodput(req, slo, catalog, _calibration(catalog, calibration))
+    from . import api
+
+    result = api.goodput(model, accelerator, input_len=input_len, output_len=output_len,
+                         ttft_p99_s=slo_ttft_p99, tpot_p99_s=slo_tpot_p99,
+                         ttft_p90_s=slo_ttft_p90, tpot_p90_s=slo_tpot_p90,
+                         e2e_p99_s=slo_e2e_p99, count=count, tp=tp, pp=pp, ep=ep,
+                         precision=precision, kv_precision=kv_precision, engine=engine,
+                         prefill_chunk=prefill_chunk, kv_offload=kv_offload,
+                         draft_len=draft_len, acceptance=acceptance, draft_model=draft_model,
+                         max_batch=max_batch, arrival=arrival.value, arrival_cv=cv,
+                         input_dist=input_dist, output_dist=output_dist, prefix_hit=prefix_hit,
+                         calibration=calibration, catalog=load_catalog())
     if fmt == Format.json:
-        emit(to_json(report), out)
-        _infeasible_exit(report["goodput_rps"] <= 0)
+        emit(result.to_json(), out)
+        _infeasible_exit(result.infeasible)
         return
-    rows = [["goodput per replica", f"{report['goodput_rps']:.3g} req/s"],
-            ["binding", report["binding"]],
-            ["capacity per replica", f"{report['capacity_rps']:.3g} req/s"]]
+    report = result.report
+    rows = [["goodput per replica", f"{result.goodput_rps:.3g} req/s"],
+            ["binding", result.binding],
+            ["capacity per replica", f"{result.capacity_rps:.3g} req/s"]]
     rows += _latency_rows(report["at_goodput"])
-    _kv_table(rows, f"goodput of {req.model} on {tp * pp}x {accelerator}", fmt, out)
-    _infeasible_exit(report["goodput_rps"] <= 0)
+    _kv_table(rows, f"goodput of {model} on {tp * pp}x {accelerator}", fmt, out)
+    _infeasible_exit(result.infeasible)
 
 
 @app.command()
@@ -348,14 +342,27 @@ def sweep(
     arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0, input_dist: InDistOpt = None,
     output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw latency versus load (FILE.png or FILE.svg).")] = None,
+    slo_ttft_p99: Annotated[float | None, typer.Option(
+        help="p99 TTFT bound, s, drawn on the --plot chart.")] = None,
+    slo_tpot_p99: Annotated[float | None, typer.Option(
+        help="p99 TPOT bound, s, drawn on the --plot chart.")] = None,
 ) -> None:
     """Latency versus load: percentiles at 10% to 95% of one replica's capacity."""
+    from . import plots
+
+    if plot is not None:
+        plots.check_target(plot)
     catalog = load_catalog()
     req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
                    kv_precision, max_batch, "max_throughput", engine, prefill_chunk, None, 0,
                    0.0, None, None, arrival, cv, input_dist, output_dist, prefix_hit)
     fractions = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     report = run_sweep(req, fractions, catalog, _calibration(catalog, calibration))
+    if plot is not None:
+        plots.render_latency(plots.latency_curve(report, slo_ttft_p99_s=slo_ttft_p99,
+                                                 slo_tpot_p99_s=slo_tpot_p99), plot)
     if fmt == Format.json:
         emit(to_json(report), out)
         return
@@ -433,9 +440,9 @@ def validate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV 
     catalog = load_catalog()
     calib = _calibration(catalog, calibration)
     if kind_of(measurements) == "training":
-        _fail(f"{measurements}: training measurements need the training model, which is not in "
-              "this build")
-    report = validate_inference(read_inference(measurements), catalog, calib)
+        report = validate_training(read_training(measurements), catalog, calib)
+    else:
+        report = validate_inference(read_inference(measurements), catalog, calib)
     if fmt == Format.json:
         emit(to_json(report), out)
         return
@@ -458,7 +465,12 @@ def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV
     from ..solvers.calibration import fit
 
     catalog = load_catalog()
-    base = CalibrationSet(Efficiency(), {}, {}, "physical defaults") if calibration is None \
+    if kind_of(measurements) == "training":
+        _calibrate_training(measurements, output, _calibration(catalog, calibration),
+                            cross_validate)
+        return
+    base = CalibrationSet(Efficiency(), {}, {}, "physical defaults",
+                          catalog.calibration.training) if calibration is None \
         else _calibration(catalog, calibration)
     rows = read_inference(measurements)
     err = console(stderr=True)
@@ -492,6 +504,30 @@ def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV
 class SchemaKind(StrEnum):
     spec = "spec"
     report = "report"
+
+
+def _calibrate_training(measurements: Path, output: Path, base: CalibrationSet,
+                        cross_validate: bool) -> None:
+    """Fit the three training fractions and write them as a calibration file."""
+    from ..solvers.training_calibration import cross_validate_training, fit_training
+    from .output import atomic_write
+
+    rows = read_training(measurements)
+    fit = fit_training(rows, load_catalog(), base)
+    mapping = {"training": fit.training.as_dict(),
+               "source": f"fleetplan calibrate {measurements.name}: {fit.rows_used} training "
+                         "rows, three fractions shared by all accelerators"}
+    header = ("# Training fractions fitted by `fleetplan calibrate`; use with --calibration "
+              "FILE.\n")
+    atomic_write(output, header + yaml.safe_dump(mapping, sort_keys=True))
+    err = console(stderr=True)
+    err.print(f"median APE {fit.median_ape_before:.1%} -> {fit.median_ape_after:.1%} over "
+              f"{fit.rows_used} rows")
+    err.print(f"wrote {output} ({fit.seconds:.1f} s)")
+    if cross_validate:
+        for acc, r in cross_validate_training(rows, load_catalog(), base).items():
+            err.print(f"held out {acc:16s} {int(r['rows']):3d} rows: median APE "
+                      f"{r['median_ape']:6.1%}, p90 {r['p90_ape']:6.1%}")
 
 
 def _progress() -> Any:
@@ -541,14 +577,24 @@ def plan(spec: Annotated[Path, typer.Argument(help="Plan spec (YAML); see `fleet
                                                     "differs run to run).")] = False,
          fail_if_infeasible: Annotated[bool, typer.Option(
              help="Exit 1 when no plan meets the SLOs (the default; kept for CI scripts that "
-                  "say so).")] = True) -> None:
+                  "say so).")] = True,
+         plot: Annotated[Path | None, typer.Option(
+             "--plot", help="Also draw each accelerator family's cost-latency Pareto front "
+                            "with the chosen candidates (FILE.png or FILE.svg).")] = None,
+         ) -> None:
     """Choose accelerators, parallelism, batch limits and routing for workloads under SLOs.
     Exit code 1 when infeasible (the report says what comes closest)."""
+    from . import api, plots
     from .report import allocation_rows, summary_lines, workload_rows
 
-    report = _plan_report(spec, load_catalog(), timings)
+    if plot is not None:
+        plots.check_target(plot)
+    result = api.plan(spec, timings=timings, catalog=load_catalog(), progress=_progress())
+    report = result.report
+    if plot is not None:
+        plots.render_pareto(plots.pareto_data(result.to_dict()), plot)
     if fmt == Format.json:
-        emit(to_json(report.model_dump(mode="json")), out)
+        emit(result.to_json(), out)
     else:
         lines = summary_lines(report)
         a_head, a_rows = allocation_rows(report)
@@ -571,7 +617,7 @@ def plan(spec: Annotated[Path, typer.Argument(help="Plan spec (YAML); see `fleet
                         table.add_row(*(escape(c) for c in r))
                     cap.print(table)
             emit(captured.get(), out)
-    _infeasible_exit(fail_if_infeasible and report.status == "infeasible")
+    _infeasible_exit(fail_if_infeasible and result.infeasible)
 
 
 @app.command()
@@ -671,7 +717,10 @@ def bench(examples: Annotated[list[Path] | None, typer.Argument(
             ["search with exact goodput", f"{s['pairs_with_exact_goodput']} exact pairs",
              f"{s['seconds'] * 1e3:.0f} ms", f"{s['exact_pairs_per_s']:,.1f} pairs/s"],
             ["mix ILP", f"{m['types']} types x {m['buckets']} buckets ({m['candidates']} "
-             f"candidates), {m['status']}", f"{m['seconds'] * 1e3:.0f} ms", ""]]
+             f"candidates), {m['status']}", f"{m['seconds'] * 1e3:.0f} ms", ""],
+            ["training layout grid", f"{result['training_grid']['layouts']} layouts",
+             f"{result['training_grid']['seconds'] * 1e3:.0f} ms",
+             f"{result['training_grid']['layouts_per_s']:,.0f} layouts/s"]]
     rows += [[f"plan {name}", "end to end (in process)", f"{sec * 1e3:.0f} ms", ""]
              for name, sec in result["example_plans_seconds"].items()]
     _render_table("fleetplan bench", ["what", "size", "time", "rate"], rows, fmt, out)

@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 
 from ..hardware.catalog import load_catalog
-from .files import load_calibration
 from .output import Format, emit, fmt_si, render_table, to_json
-from .train import TrainRequest, estimate_training, plan_training_report
+from .train import plan_training_report
 from .train_spec import load_train_spec
 
 train_app = typer.Typer(no_args_is_help=True, help="Training: step time, MFU and memory of "
@@ -49,17 +48,33 @@ def train_estimate(
                                             "training_engines.yaml).")] = "megatron",
         calibration: Annotated[Path | None, typer.Option(
             help="Calibration YAML from `fleetplan calibrate`.")] = None,
+        plot: Annotated[Path | None, typer.Option(
+            help="Draw the memory breakdown per device to FILE.png or FILE.svg (needs the "
+                 "plot extra).")] = None,
         fmt: FormatOpt = Format.table, out: OutOpt = None) -> None:
     """Step time, tokens/s, model TFLOP/s, MFU and memory of one training layout."""
-    catalog = load_catalog()
-    calib = catalog.calibration if calibration is None else load_calibration(catalog,
-                                                                             calibration)
-    req = TrainRequest(model=model, accelerator=accelerator, count=count,
-                       global_batch=global_batch, seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp,
-                       ep=ep, vp=vp, micro_batch=micro_batch, precision=precision,
-                       recompute=recompute, zero=zero, offload_optimizer=offload_optimizer,
-                       offload_activations=offload_activations, engine=engine)
-    report = estimate_training(req, catalog, calib)
+    if plot is not None:
+        from .plots import check_target
+
+        check_target(plot)
+    from .api import train_estimate
+
+    report = dict(train_estimate(
+        model, accelerator, count=count, global_batch=global_batch, seq_len=seq_len, tp=tp,
+        pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, precision=precision,
+        recompute=recompute, zero=zero, offload_optimizer=offload_optimizer,
+        offload_activations=offload_activations, engine=engine,
+        calibration=calibration).report)
+    if plot is not None:
+        from .plots import render_memory_breakdown
+
+        mem = report["memory"]
+        parts = {k: mem[k] for k in ("weights", "gradients", "optimizer", "activations",
+                                     "logits", "reserve")}
+        lay = report["layout"]
+        label = (f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']} cp{lay['cp']} "
+                 f"mb{lay['micro_batch']} {lay['recompute']}")
+        render_memory_breakdown([(label, parts)], mem["capacity"], plot)
     if fmt == Format.json:
         emit(to_json(report), out)
     else:

@@ -257,3 +257,27 @@ def test_train_plan_bad_spec_names_line(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_train_spec(spec)
     assert "bad.yaml:4" in str(err.value) and "tokens" in str(err.value)
+
+
+def test_train_estimate_plots_memory(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    image = tmp_path / "mem.png"
+    result = runner.invoke(app, ["train", "estimate", "--model", "llama-3-8b", "--accelerator",
+                                 "h100-sxm", "--count", "8", "--tp", "2", "--global-batch",
+                                 "64", "--seq-len", "4096", "--plot", str(image)])
+    assert result.exit_code == 0, result.output
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_api_train_estimate_matches_cli() -> None:
+    import fleetplan
+
+    args = dict(count=8, global_batch=128, seq_len=8192, cp=2, precision="fp8", engine="nemo")
+    result = fleetplan.train_estimate("llama-3-8b", "h100-sxm", **args)  # type: ignore[arg-type]
+    cli = runner.invoke(app, ["train", "estimate", "--model", "llama-3-8b", "--accelerator",
+                              "h100-sxm", "--count", "8", "--global-batch", "128", "--seq-len",
+                              "8192", "--cp", "2", "--precision", "fp8", "--engine", "nemo",
+                              "--format", "json"])
+    assert cli.exit_code == 0
+    assert result.to_json() == cli.output
+    assert result.fits and 0 < result.mfu < 1
