@@ -80,14 +80,19 @@ class _Row:
         return None if value is None else int(value)
 
 
-def read_inference(path: Path) -> list[InferenceMeasurement]:
+def _checked_rows(path: Path, columns: tuple[str, ...]) -> list[_Row]:
+    """The file's rows, once its header has every column the format needs."""
     header, rows = _read_rows(path)
-    missing = [c for c in INFERENCE_COLUMNS if c not in header]
+    missing = [c for c in columns if c not in header]
     if missing:
         raise SpecError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1)
+    return [_Row(path, line, raw) for line, raw in rows]
+
+
+def read_inference(path: Path) -> list[InferenceMeasurement]:
     out = []
-    for line, raw in rows:
-        row = _Row(path, line, raw)
+    for row in _checked_rows(path, INFERENCE_COLUMNS):
+        line = row.line
         scenario = row.text("scenario")
         if scenario not in SCENARIOS:
             raise row.error("scenario", f"must be one of {', '.join(SCENARIOS)}, "
@@ -114,13 +119,9 @@ def read_inference(path: Path) -> list[InferenceMeasurement]:
 
 def read_training(path: Path) -> list[TrainingMeasurement]:
     """Rows of a training measurement file (shared/calibration/README.md's format)."""
-    header, rows = _read_rows(path)
-    missing = [c for c in TRAINING_COLUMNS if c not in header]
-    if missing:
-        raise SpecError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1)
     out = []
-    for line, raw in rows:
-        row = _Row(path, line, raw)
+    for row in _checked_rows(path, TRAINING_COLUMNS):
+        line = row.line
         metric = row.text("metric")
         if metric not in TRAINING_METRICS:
             raise row.error("metric", f"unknown metric {metric!r}; one of "

@@ -42,6 +42,11 @@ def to_json(data: Any) -> str:
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename, so a reader never sees half
     a report and a failure leaves the old file in place."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write` for bytes (images)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -52,8 +57,8 @@ def atomic_write(path: Path, text: str) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; reports are ordinary ones
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from ..hardware.errors import SpecError
 from ..models.inference import max_throughput
 from ..models.op_breakdown import OpPoint, max_throughput_phases, op_points, static_phases
 from .estimate import EstimateRequest, resolve
-from .output import fmt_si
+from .output import atomic_write_bytes, fmt_si
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -84,24 +82,7 @@ def check_target(path: Path) -> str:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Via a temporary file in the same folder and a rename, so a reader never sees half an
     image and a failure leaves the old file in place."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(path)) from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; images are ordinary ones
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 @contextmanager

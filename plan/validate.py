@@ -22,6 +22,19 @@ def _stats(apes: Sequence[float]) -> dict[str, float | int]:
             "p90_ape": float(np.percentile(a, 90)), "mean_ape": float(np.mean(a))}
 
 
+def _summary(predicted: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Error statistics overall and per value of each grouping key."""
+    summary: dict[str, Any] = {}
+    if predicted:
+        summary["overall"] = _stats([r["ape"] for r in predicted])
+        for key in keys:
+            groups: dict[str, list[float]] = defaultdict(list)
+            for r in predicted:
+                groups[str(r[key])].append(r["ape"])
+            summary[f"by_{key}"] = {k: _stats(v) for k, v in sorted(groups.items())}
+    return summary
+
+
 def validate_inference(rows: Sequence[InferenceMeasurement], catalog: Catalog,
                        calibration: CalibrationSet) -> dict[str, Any]:
     predicted: list[dict[str, Any]] = []
@@ -37,14 +50,7 @@ def validate_inference(rows: Sequence[InferenceMeasurement], catalog: Catalog,
                           "signed_error": p.value / m.value - 1.0, "bound": p.bound,
                           "scenario": m.scenario, "engine": m.engine,
                           "accelerator": m.accelerator, "model": m.model})
-    summary: dict[str, Any] = {}
-    if predicted:
-        summary["overall"] = _stats([r["ape"] for r in predicted])
-        for key in GROUPS:
-            groups: dict[str, list[float]] = defaultdict(list)
-            for r in predicted:
-                groups[str(r[key])].append(r["ape"])
-            summary[f"by_{key}"] = {k: _stats(v) for k, v in sorted(groups.items())}
+    summary = _summary(predicted, GROUPS)
     scenarios = sorted({m.scenario for m in rows})
     coverage = {}
     for s in scenarios:
@@ -93,14 +99,7 @@ def validate_training(rows: Sequence[TrainingMeasurement], catalog: Catalog,
                           "engine": m.engine, "accelerator": m.accelerator,
                           "precision": m.precision, "model": m.model, "layout": p.layout,
                           "searched": list(p.searched)})
-    summary: dict[str, Any] = {}
-    if predicted:
-        summary["overall"] = _stats([r["ape"] for r in predicted])
-        for key in TRAINING_GROUPS:
-            groups: dict[str, list[float]] = defaultdict(list)
-            for r in predicted:
-                groups[str(r[key])].append(r["ape"])
-            summary[f"by_{key}"] = {k: _stats(v) for k, v in sorted(groups.items())}
+    summary = _summary(predicted, TRAINING_GROUPS)
     return {"kind": "training", "rows": predicted, "skipped": skipped, "summary": summary,
             "fit_check": {"rows": len(rows), "fit": len(rows) - len(unfit),
                           "do_not_fit": unfit},
