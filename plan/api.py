@@ -49,8 +49,23 @@ Progress = Callable[[str, int, int], None]
 # ----------------------------------------------------------------------------- results
 
 
+class _ReportBacked:
+    """`to_dict` and `to_json` of a result that keeps its report as a mapping."""
+
+    report: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready report (a fresh copy; NaN and inf become None)."""
+        data: dict[str, Any] = clean(dict(self.report))
+        return data
+
+    def to_json(self) -> str:
+        """The report as the matching CLI command prints it with `--format json`."""
+        return to_json(dict(self.report))
+
+
 @dataclass(frozen=True)
-class EstimateResult:
+class EstimateResult(_ReportBacked):
     """One configuration's prediction: the headline figures, typed, and the whole report.
 
     Attributes
@@ -107,18 +122,9 @@ class EstimateResult:
         """It does not fit, or it cannot keep up with the rate (the CLI exits 1)."""
         return not self.feasible or self.stable is False
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready report (a fresh copy; NaN and inf become None)."""
-        data: dict[str, Any] = clean(dict(self.report))
-        return data
-
-    def to_json(self) -> str:
-        """The report as `fleetplan estimate --format json` prints it."""
-        return to_json(dict(self.report))
-
 
 @dataclass(frozen=True)
-class GoodputResult:
+class GoodputResult(_ReportBacked):
     """The highest request rate one replica sustains within the SLOs.
 
     Attributes
@@ -156,15 +162,6 @@ class GoodputResult:
     def infeasible(self) -> bool:
         """No rate meets the objectives (the CLI exits 1)."""
         return self.goodput_rps <= 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready report (a fresh copy; NaN and inf become None)."""
-        data: dict[str, Any] = clean(dict(self.report))
-        return data
-
-    def to_json(self) -> str:
-        """The report as `fleetplan goodput --format json` prints it."""
-        return to_json(dict(self.report))
 
 
 @dataclass(frozen=True)
@@ -563,7 +560,7 @@ def plan(spec: str | Path | Mapping[str, Any] | LoadedSpec, *,
 
 
 @dataclass(frozen=True)
-class TrainEstimateResult:
+class TrainEstimateResult(_ReportBacked):
     """One training layout's prediction: the headline figures and the whole report.
 
     Attributes
@@ -596,13 +593,6 @@ class TrainEstimateResult:
     def infeasible(self) -> bool:
         """It does not fit (the CLI exits 1)."""
         return not self.fits
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = clean(dict(self.report))
-        return data
-
-    def to_json(self) -> str:
-        return to_json(dict(self.report))
 
 
 def train_estimate(model: str, accelerator: str, *, count: int, global_batch: int,
