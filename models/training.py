@@ -20,7 +20,8 @@ from typing import Final
 
 import numpy as np
 
-from ..hardware.efficiency import Efficiency, TrainingEfficiency
+from ..hardware.catalog import Catalog
+from ..hardware.efficiency import CalibrationSet, Efficiency, TrainingEfficiency
 from ..hardware.llm import ModelArch
 from ..hardware.precision import bytes_per_value
 from ..hardware.training_engine import RECOMPUTE, TrainingEngine
@@ -34,9 +35,9 @@ PARAM_BYTES: Final = 2.0
 """Model weights kept in bf16 for the forward and backward passes."""
 OPTIMIZER_BYTES_PER_PARAM: Final = 12.0
 """Adam in mixed precision: an fp32 master copy and the two fp32 moments."""
-ADAM_TRAFFIC_BYTES_PER_PARAM: Final = 34.0
-"""Bytes the optimizer step streams per parameter: read master, moments and gradient (16),
-write master and moments (12), write the bf16 weight (2), read-modify of the scale (4)."""
+ADAM_TRAFFIC_BYTES_PER_PARAM: Final = 30.0
+"""Bytes the optimizer step streams per parameter: read the fp32 master, both moments and the
+gradient (16), write master and moments (12), write the bf16 weight (2)."""
 LOGIT_BYTES: Final = 4.0
 """Logits and their gradient are kept in fp32 for the cross-entropy."""
 ATTENTION_BACKWARD: Final = 2.5
@@ -110,6 +111,17 @@ class TrainSetup:
     @property
     def efficiency(self) -> Efficiency:
         return self.device.efficiency
+
+
+def training_setup(catalog: Catalog, calibration: CalibrationSet, arch: ModelArch,
+                   accelerator: str, precision: str, engine: str) -> TrainSetup:
+    """The setup of a training job from catalog ids. The Device's serving-engine profile is
+    not read by the training model (only the accelerator, its efficiencies, fabric and host
+    link are); any catalog engine fills the slot."""
+    acc = catalog.accelerator(accelerator)
+    device = Device(acc, calibration.for_device(acc.id, None), catalog.engine("trtllm"))
+    return TrainSetup(arch, device, catalog.training_engine(engine), precision,
+                      calibration.training)
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,14 @@ def _attended_context(arch: ModelArch, seq_len: FloatArray, causal: bool) -> Flo
     return full * ctx + arch.window_layers * window
 
 
+def _kv_values_per_token(arch: ModelArch) -> float:
+    """Key and value values one token carries into attention, per layer: the KV heads' (MLA
+    expands its latent to every head for training)."""
+    att = arch.attention
+    heads = att.num_heads if att.kind == "mla" else att.num_kv_heads
+    return float(heads * (att.qk_head_dim + att.value_head_dim))
+
+
 def _attention_dims(arch: ModelArch) -> float:
     """Query-key plus value dimensions over all heads: the width of the two score GEMMs."""
     att = arch.attention
@@ -291,6 +311,41 @@ def _params_per_device(arch: ModelArch, lay: TrainLayout) -> _Params:
 # ----------------------------------------------------------------------------- memory
 
 
+@dataclass(frozen=True)
+class _FfnBlock:
+    """One kind of feed-forward block: the fraction of layers that have it, the copies of each
+    token it runs (top-k for routed experts), whether it is gated (2 input projections), and
+    its intermediate width."""
+
+    share: float
+    copies: float
+    gated: float
+    width: float
+
+
+def _ffn_blocks(arch: ModelArch) -> list[_FfnBlock]:
+    """Dense MLPs, routed experts and shared experts, by the fraction of layers holding them."""
+    out: list[_FfnBlock] = []
+    if arch.mlp is not None and arch.dense_layers:
+        out.append(_FfnBlock(arch.dense_layers / arch.layers, 1.0,
+                             2.0 if arch.mlp.gated else 1.0, float(arch.mlp.intermediate)))
+    if arch.moe is not None and arch.moe_layers:
+        moe, share = arch.moe, arch.moe_layers / arch.layers
+        out.append(_FfnBlock(share, float(moe.top_k), 2.0 if moe.expert.gated else 1.0,
+                             float(moe.expert.intermediate)))
+        if moe.shared is not None:
+            out.append(_FfnBlock(share, 1.0, 2.0 if moe.shared.gated else 1.0,
+                                 float(moe.shared.intermediate)))
+    return out
+
+
+def _routed_copies(arch: ModelArch) -> float:
+    """Routed copies of a token per layer, averaged over layers (top-k on MoE layers)."""
+    if arch.moe is None or not arch.moe_layers:
+        return 0.0
+    return arch.moe.top_k * arch.moe_layers / arch.layers
+
+
 def _activation_bytes_per_token(arch: ModelArch, lay: TrainLayout, sp: bool, gemm_bytes: float) \
         -> tuple[FloatArray, FloatArray]:
     """Activation bytes one layer keeps per token for the backward pass, on one device:
@@ -303,37 +358,23 @@ def _activation_bytes_per_token(arch: ModelArch, lay: TrainLayout, sp: bool, gem
     tp = lay.tp
     split = tp if sp else arr(1.0) + 0 * tp
     q = float(att.num_heads * att.qk_head_dim)
-    kv = float(att.num_kv_heads * (att.qk_head_dim + att.value_head_dim))
-    if att.kind == "mla":
-        kv = float(att.num_heads * (att.qk_head_dim + att.value_head_dim))
+    kv = _kv_values_per_token(arch)
     o = float(att.num_heads * att.value_head_dim)
     # Norm inputs (the residual stream) and norm outputs (GEMM inputs) of the two blocks are
     # replicated over the TP group unless sequence parallelism splits them.
     norms = 2.0 * h * (a + gemm_bytes) / split
     attention = ((q + kv) * a + o * gemm_bytes) / tp
-    ffn = 0.0
+    # Each routed copy of the token is kept for the expert GEMMs' weight gradients.
+    ffn = _routed_copies(arch) * h * gemm_bytes
     ffn_saved = 0.0
-    blocks: list[tuple[float, float, float, float]] = []  # (layers, copies, gated, width)
-    if arch.mlp is not None and arch.dense_layers:
-        blocks.append((float(arch.dense_layers), 1.0, 2.0 if arch.mlp.gated else 1.0,
-                       float(arch.mlp.intermediate)))
-    if arch.moe is not None and arch.moe_layers:
-        moe = arch.moe
-        blocks.append((float(arch.moe_layers), float(moe.top_k),
-                       2.0 if moe.expert.gated else 1.0, float(moe.expert.intermediate)))
-        # Each routed copy of the token is kept for the expert GEMMs' weight gradients.
-        ffn += arch.moe_layers * moe.top_k * h * gemm_bytes
-        if moe.shared is not None:
-            blocks.append((float(arch.moe_layers), 1.0, 2.0 if moe.shared.gated else 1.0,
-                           float(moe.shared.intermediate)))
-    for layers, copies, gated, width in blocks:
+    for b in _ffn_blocks(arch):
         # Activation-function input (bf16) and the down projection's input (GEMM format).
-        ffn += layers * copies * width * (gated * a + gemm_bytes)
-        ffn_saved += layers * copies * width * gemm_bytes
-    per_layer = norms + attention + ffn / arch.layers / tp
+        ffn += b.share * b.copies * b.width * (b.gated * a + gemm_bytes)
+        ffn_saved += b.share * b.copies * b.width * gemm_bytes
+    per_layer = norms + attention + ffn / tp
     # Selective recomputation re-runs the norms and activation functions, so their outputs
     # are not kept.
-    saved = 2.0 * h * gemm_bytes / split + ffn_saved / arch.layers / tp
+    saved = 2.0 * h * gemm_bytes / split + ffn_saved / tp
     return per_layer, saved
 
 
@@ -351,19 +392,33 @@ def _gemm_input_bytes(precision: str) -> float:
     return min(bytes_per_value(precision), ACT_BYTES)
 
 
-def activation_bytes_per_microbatch(setup: TrainSetup, lay: TrainLayout) -> FloatArray:
-    """Bytes one layer keeps for one micro-batch on one device, after recomputation."""
+@dataclass(frozen=True)
+class _LayerActivations:
+    """Bytes of one layer's activations for one micro-batch on one device."""
+
+    kept: FloatArray
+    """What the layer keeps for the backward pass, after recomputation."""
+    full: FloatArray
+    """Everything it would keep without recomputation (what full recomputation rebuilds)."""
+
+
+def _layer_activations(setup: TrainSetup, lay: TrainLayout) -> _LayerActivations:
     keep, saved = _activation_bytes_per_token(setup.arch, lay, setup.engine.sequence_parallel,
                                               _gemm_input_bytes(setup.precision))
     layer_input = setup.arch.hidden * ACT_BYTES / np.where(setup.engine.sequence_parallel,
                                                            lay.tp, 1.0)
     per_token = np.select([lay.recompute >= 2, lay.recompute >= 1],
                           [layer_input, keep - saved], keep)
-    return per_token * lay.micro_batch * lay.seq_len / lay.cp
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    return _LayerActivations(per_token * tokens, keep * tokens)
 
 
 def training_memory(setup: TrainSetup, lay: TrainLayout) -> TrainMemory:
     """Bytes per device: weights, gradients, optimizer states, activations, logits."""
+    return _memory(setup, lay, _layer_activations(setup, lay))
+
+
+def _memory(setup: TrainSetup, lay: TrainLayout, layer: _LayerActivations) -> TrainMemory:
     arch, engine = setup.arch, setup.engine
     params = _params_per_device(arch, lay)
     dp_group = lay.dp * lay.cp
@@ -386,12 +441,10 @@ def training_memory(setup: TrainSetup, lay: TrainLayout) -> TrainMemory:
     optimizer_host = np.where(offload, optimizer_all, 0.0)
 
     tokens = lay.micro_batch * lay.seq_len / lay.cp
-    acts = activation_bytes_per_microbatch(setup, lay) * arch.layers / lay.pp \
-        * _inflight_microbatches(lay) * (1.0 - lay.offload_activations)
+    acts = layer.kept * arch.layers / lay.pp * _inflight_microbatches(lay) \
+        * (1.0 - lay.offload_activations)
     # Full recomputation rebuilds one layer's activations at a time during the backward.
-    keep, _ = _activation_bytes_per_token(arch, lay, engine.sequence_parallel,
-                                          _gemm_input_bytes(setup.precision))
-    acts = acts + np.where(lay.recompute >= 2, keep * tokens, 0.0)
+    acts = acts + np.where(lay.recompute >= 2, layer.full, 0.0)
     logits = 2.0 * tokens * arch.vocab / lay.tp * LOGIT_BYTES
     return TrainMemory(weights, gradients, optimizer, acts, logits,
                        engine.runtime_reserve_bytes,
@@ -504,7 +557,7 @@ def _elementwise_bytes(setup: TrainSetup, lay: TrainLayout, tokens: FloatArray) 
     cast = 2.0 * a + 2.0 * low if low < a else 0.0
     q = float(att.num_heads * att.qk_head_dim)
     k = float(att.num_kv_heads * att.qk_head_dim)
-    kv = float(att.num_kv_heads * (att.qk_head_dim + att.value_head_dim))
+    kv = _kv_values_per_token(arch)
     o = float(att.num_heads * att.value_head_dim)
     # Two norms (read, write) and two residual adds (two reads, one write) on the residual
     # stream; rotary on queries and keys.
@@ -513,25 +566,13 @@ def _elementwise_bytes(setup: TrainSetup, lay: TrainLayout, tokens: FloatArray) 
     gemm_in = (h + o) / lay.tp
     gemm_out = (q + kv + h) / lay.tp
     norms_acts = 4.0 * h * a / sp
+    # Permute each routed copy of the token to its expert and back (read and write).
+    plain = plain + _routed_copies(arch) * 4.0 * h * a / lay.tp
     act_fn = 0.0
-    blocks: list[tuple[float, float, float, float]] = []  # (layer share, copies, gated, width)
-    if arch.mlp is not None and arch.dense_layers:
-        blocks.append((arch.dense_layers / arch.layers, 1.0, 2.0 if arch.mlp.gated else 1.0,
-                       float(arch.mlp.intermediate)))
-    if arch.moe is not None and arch.moe_layers:
-        moe = arch.moe
-        share = arch.moe_layers / arch.layers
-        blocks.append((share, float(moe.top_k), 2.0 if moe.expert.gated else 1.0,
-                       float(moe.expert.intermediate)))
-        # Permute each routed copy of the token to its expert and back (read and write).
-        plain = plain + share * moe.top_k * 4.0 * h * a / lay.tp
-        if moe.shared is not None:
-            blocks.append((share, 1.0, 2.0 if moe.shared.gated else 1.0,
-                           float(moe.shared.intermediate)))
-    for share, copies, gated, width in blocks:
-        act_fn += share * copies * (gated + 1.0) * width * a
-        gemm_in = gemm_in + share * copies * (h + width) / lay.tp
-        gemm_out = gemm_out + share * copies * (gated * width + h) / lay.tp
+    for b in _ffn_blocks(arch):
+        act_fn += b.share * b.copies * (b.gated + 1.0) * b.width * a
+        gemm_in = gemm_in + b.share * b.copies * (h + b.width) / lay.tp
+        gemm_out = gemm_out + b.share * b.copies * (b.gated * b.width + h) / lay.tp
     plain = plain + act_fn / lay.tp
     layers = arch.layers / lay.pp
     # Cross-entropy: write the fp32 logits, softmax, gradient (three passes over them).
@@ -578,11 +619,8 @@ def training_step(setup: TrainSetup, lay: TrainLayout) -> TrainStep:
 
     # Context parallel: a ring passes each device's K and V block cp - 1 times; the backward
     # passes K, V and their gradients. Each pass overlaps the attention of the previous block.
-    att = arch.attention
-    kv_values = float(att.num_kv_heads * (att.qk_head_dim + att.value_head_dim))
-    if att.kind == "mla":
-        kv_values = float(att.num_heads * (att.qk_head_dim + att.value_head_dim))
-    kv_block = tokens * kv_values * a / np.minimum(tp, float(att.num_kv_heads))
+    kv_block = tokens * _kv_values_per_token(arch) * a / np.minimum(
+        tp, float(arch.attention.num_kv_heads))
     cp_cross = tp * cp > fabric.domain
     hop = send_recv(kv_block, cp_cross, fabric)
     cp_fwd = (cp - 1.0) * np.maximum(hop - mb.attention_compute / np.maximum(cp, 1.0), 0.0)
@@ -609,7 +647,8 @@ def training_step(setup: TrainSetup, lay: TrainLayout) -> TrainStep:
     # back during the backward, overlapped with them.
     host_bw = setup.device.host_bw_bytes_s
     host_rate = host_bw if host_bw > 0 else 1e-9
-    moved = activation_bytes_per_microbatch(setup, lay) * layers * lay.offload_activations
+    layer_acts = _layer_activations(setup, lay)
+    moved = layer_acts.kept * layers * lay.offload_activations
     copy_s = moved / host_rate
     offload_exposed = np.maximum(copy_s - mb.forward, 0.0) + np.maximum(copy_s - mb.backward,
                                                                         0.0)
@@ -659,7 +698,7 @@ def training_step(setup: TrainSetup, lay: TrainLayout) -> TrainStep:
     compute_per_mb = mb.forward + mb.backward + mb.recompute
     step = (m + bubble_mbs) * per_mb + dp_exposed + optimizer_s + engine.step_overhead_s
 
-    memory = training_memory(setup, lay)
+    memory = _memory(setup, lay, layer_acts)
     valid = valid & (((lay.offload_optimizer <= 0) & (lay.offload_activations <= 0))
                      | (host_bw > 0))
     tokens_per_s = lay.tokens_per_step / step / lay.devices

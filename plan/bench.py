@@ -12,7 +12,7 @@ import numpy as np
 from ..hardware.catalog import Catalog
 from ..models.device import Device
 from ..models.queueing import Lengths, Slo, Workload
-from ..models.training import TrainSetup, training_step
+from ..models.training import training_setup, training_step
 from ..solvers.mix import MixProblem, solve_mix
 from ..solvers.search import BucketLoad, Family, SearchSpace, screen, search_family
 from ..solvers.training import TrainSpace, layout_grid
@@ -64,11 +64,8 @@ def _mix_problem(types: int, buckets: int, per_type: int, seed: int) -> MixProbl
 def _training_grid(catalog: Catalog, repeats: int) -> dict[str, Any]:
     """One vectorised evaluation of the default training layout grid: a 70B model on 1024
     H100s over four global batch sizes."""
-    acc = catalog.accelerator("h100-sxm")
-    setup = TrainSetup(catalog.model("llama-3.1-70b"),
-                       Device(acc, catalog.calibration.for_device(acc.id),
-                              catalog.engine("trtllm")),
-                       catalog.training_engine("megatron"), "bf16", catalog.calibration.training)
+    setup = training_setup(catalog, catalog.calibration, catalog.model("llama-3.1-70b"),
+                           "h100-sxm", "bf16", "megatron")
     grid = layout_grid(setup.arch, 1024, [256, 512, 1024, 2048], 8192, TrainSpace())
     seconds = _best_of(repeats, lambda: training_step(setup, grid))
     return {"layouts": int(grid.tp.size), "seconds": seconds,

@@ -25,7 +25,17 @@ from .estimate import (
 )
 from .files import load_calibration
 from .measurements import kind_of, read_inference, read_training
-from .output import Format, console, emit, fmt_si, markdown_table, render_table, to_json
+from .output import (
+    Format,
+    FormatOpt,
+    OutOpt,
+    console,
+    emit,
+    fmt_si,
+    markdown_table,
+    render_table,
+    to_json,
+)
 from .trace import read_trace
 from .train_cli import train_app
 from .validate import summary_rows, validate_inference, validate_training
@@ -57,9 +67,6 @@ class Scenario(StrEnum):
     max_throughput = "max_throughput"
 
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o",
-                                             help="Write the report to FILE (atomically).")]
 CalibOpt = Annotated[Path | None, typer.Option(
     "--calibration", help="Efficiency parameters from `fleetplan calibrate` (YAML).")]
 

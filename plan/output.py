@@ -10,8 +10,9 @@ import sys
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +21,12 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
+
+
+# The output options every command shares.
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Write the report to FILE (atomically).")]
 
 
 def clean(value: Any) -> Any:

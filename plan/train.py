@@ -10,8 +10,13 @@ from ..hardware.catalog import Catalog
 from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from ..hardware.training_engine import RECOMPUTE
-from ..models.device import Device
-from ..models.training import RECOMPUTE_CODES, TrainLayout, TrainSetup, training_step
+from ..models.training import (
+    RECOMPUTE_CODES,
+    TrainLayout,
+    TrainSetup,
+    training_setup,
+    training_step,
+)
 from ..solvers.training import Option, TrainSpace, pick, plan_training
 from .files import is_model_file, load_calibration, model_of
 from .train_spec import LoadedTrainSpec
@@ -45,13 +50,11 @@ class TrainRequest:
 
 def _setup(catalog: Catalog, calibration: CalibrationSet, model: str, accelerator: str,
            precision: str, engine: str) -> TrainSetup:
-    arch = model_of(catalog, model)
     acc = catalog.accelerator(accelerator)
     if not acc.runs(precision):
         raise SpecError(f"{acc.id} has no compute rate for {precision}", field="precision")
-    device = Device(acc, calibration.for_device(acc.id, None), catalog.engine("trtllm"))
-    return TrainSetup(arch, device, catalog.training_engine(engine), precision,
-                      calibration.training)
+    return training_setup(catalog, calibration, model_of(catalog, model), acc.id, precision,
+                          engine)
 
 
 def estimate_training(req: TrainRequest, catalog: Catalog,

@@ -8,16 +8,13 @@ from typing import Annotated
 import typer
 
 from ..hardware.catalog import load_catalog
-from .output import Format, emit, fmt_si, render_table, to_json
+from .output import Format, FormatOpt, OutOpt, emit, fmt_si, render_table, to_json
 from .train import plan_training_report
 from .train_spec import load_train_spec
 
 train_app = typer.Typer(no_args_is_help=True, help="Training: step time, MFU and memory of "
                         "a layout; the accelerators, count and layout for a token budget.")
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o",
-                                             help="Write the report to FILE (atomically).")]
 Degree = Annotated[int, typer.Option(min=1)]
 GIB = 2**30
 

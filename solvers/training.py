@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,8 +52,8 @@ class TrainSpace:
 
     def pinned(self, **values: object) -> TrainSpace:
         """This space with the given knobs fixed to one value each (None leaves a knob)."""
-        fixed = {k: (v,) for k, v in values.items() if v is not None}
-        return TrainSpace(**{**self.__dict__, **fixed})
+        fixed: dict[str, Any] = {k: (v,) for k, v in values.items() if v is not None}
+        return replace(self, **fixed)
 
 
 def layout_grid(arch: ModelArch, devices: int, global_batch: Sequence[int], seq_len: int,
@@ -235,6 +235,4 @@ def pareto(options: Sequence[Option]) -> tuple[Option, ...]:
 
 def describe_layout(layout: TrainLayout, index: int) -> dict[str, float]:
     """One layout of a grid as plain numbers (recompute and zero as their codes)."""
-    names = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len",
-             "recompute", "zero", "offload_optimizer", "offload_activations")
-    return {name: pick(getattr(layout, name), index) for name in names}
+    return {f.name: pick(getattr(layout, f.name), index) for f in fields(layout)}

@@ -21,7 +21,7 @@ from ..hardware.catalog import Catalog
 from ..hardware.efficiency import CalibrationSet, TrainingEfficiency
 from ..models.measurements import TrainingMeasurement
 from ..models.training import TrainLayout, TrainSetup, training_step
-from .training import pick
+from .training import describe_layout
 from .training_measurements import fastest_for_row, metric_value, row_setup
 
 FITTED = ("gemm", "moe", "overlap")
@@ -60,8 +60,7 @@ def _cases(rows: Sequence[TrainingMeasurement], catalog: Catalog,
         if best.index is None:
             continue
         i = best.index
-        one = TrainLayout(*(np.asarray(pick(getattr(best.layout, f), i))
-                            for f in best.layout.__dataclass_fields__))
+        one = TrainLayout(*(np.asarray(v) for v in describe_layout(best.layout, i).values()))
         cases.append(_Case(m, setup, one))
     return cases
 

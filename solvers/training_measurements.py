@@ -9,7 +9,7 @@ The metric is then computed on the framework's own FLOP-counting convention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..hardware.catalog import Catalog, UnknownIdError
@@ -17,9 +17,8 @@ from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from ..hardware.llm import ModelArch, parse_model
 from ..hardware.precision import PRECISIONS
-from ..models.device import Device
 from ..models.measurements import CustomArch, TrainingMeasurement
-from ..models.training import TrainSetup, TrainStep
+from ..models.training import TrainSetup, TrainStep, training_setup
 from .training import Best, TrainSpace, describe_layout, fastest, layout_grid, pick
 
 # Where a gpt-custom row omits the head count: 128-dimensional heads (GPT-3, Megatron's
@@ -93,13 +92,12 @@ def row_setup(m: TrainingMeasurement, catalog: Catalog,
         arch = custom_arch(m.custom, m.seq_len, f"gpt-custom line {m.line}") \
             if m.custom is not None else catalog.model(m.model)
         acc = catalog.accelerator(m.accelerator)
-        engine = catalog.training_engine(m.engine or "megatron")
+        if not acc.runs(m.precision):
+            return f"{acc.id} has no rate for {m.precision}"
+        return training_setup(catalog, calibration, arch, acc.id, m.precision,
+                              m.engine or "megatron")
     except (UnknownIdError, SpecError) as err:
         return err.message
-    if not acc.runs(m.precision):
-        return f"{acc.id} has no rate for {m.precision}"
-    device = Device(acc, calibration.for_device(acc.id, None), catalog.engine("trtllm"))
-    return TrainSetup(arch, device, engine, m.precision, calibration.training)
 
 
 def fastest_for_row(setup: TrainSetup, m: TrainingMeasurement) -> tuple[Best, tuple[str, ...]]:
@@ -117,7 +115,7 @@ def fastest_for_row(setup: TrainSetup, m: TrainingMeasurement) -> tuple[Best, tu
         # leaves a layer per stage.
         depths = tuple(d for d in range(1, setup.arch.layers + 1)
                        if m.num_accelerators % d == 0)
-        pinned = TrainSpace(**{**pinned.__dict__, "pp": depths})
+        pinned = replace(pinned, pp=depths)
     searched = tuple(k for k, v in (("tp", m.tp), ("pp", m.pp), ("ep", m.ep),
                                     ("vp", m.vp), ("micro_batch", m.micro_batch)) if v is None)
     first = pinned.pinned(recompute=engine.recompute, offload_activations=0.0)
