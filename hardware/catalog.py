@@ -68,14 +68,13 @@ class Catalog:
     training_engines: Mapping[str, TrainingEngine]
 
     def engine(self, name: str) -> EngineProfile:
-        """An engine by id or "family@version" (the version is informational)."""
-        return _lookup(self.engines, "engines", name.split("@", 1)[0])
+        """A serving engine by id or "family@version" (`versioned_id`)."""
+        return _lookup(self.engines, "engines", versioned_id(self.engines, name))
 
     def training_engine(self, name: str) -> TrainingEngine:
-        """A training framework by exact "family@version", else by its family."""
-        if name in self.training_engines:
-            return self.training_engines[name]
-        return _lookup(self.training_engines, "training engines", name.split("@", 1)[0])
+        """A training framework by id or "family@version" (`versioned_id`)."""
+        return _lookup(self.training_engines, "training engines",
+                       versioned_id(self.training_engines, name))
 
     def accelerator(self, name: str) -> Accelerator:
         return _lookup(self.accelerators, "accelerators", name)
@@ -89,6 +88,22 @@ class Catalog:
     def model(self, name: str) -> ModelArch:
         """A catalog model id (user files are read by the application, `plan.files`)."""
         return _lookup(self.models, "models", name)
+
+
+def versioned_id(table: Mapping[str, object], name: str) -> str:
+    """The entry of `table` that describes "family@version": the exact id, else the entry
+    whose version is the longest dotted prefix of it ("trtllm@0" covers "trtllm@0.14.0"),
+    else the family. Releases change defaults (CUDA graphs, FLOP conventions), so a versioned
+    entry holds what a range of releases does."""
+    if name in table or "@" not in name:
+        return name
+    family, version = name.split("@", 1)
+    parts = version.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        candidate = f"{family}@{'.'.join(parts[:n])}"
+        if candidate in table:
+            return candidate
+    return family
 
 
 def _lookup(table: Mapping[str, T], kind: str, name: str) -> T:
@@ -135,8 +150,9 @@ def load_catalog() -> Catalog:
             raise SpecError("duplicate model id", file=f"catalog/{rel}", field="id")
         models[arch.id] = arch
     engines_fields = Fields(_read(root / "engines.yaml", "engines.yaml"), "catalog/engines.yaml")
-    engines = {name: parse_engine(engines_fields.sub(name), name)
-               for name in engines_fields}
+    engines: dict[str, EngineProfile] = {}
+    for name in engines_fields:
+        engines[name] = parse_engine(engines_fields.sub(name), name, engines)
     training_fields = Fields(_read(root / "training_engines.yaml", "training_engines.yaml"),
                              "catalog/training_engines.yaml")
     training = {name: parse_training_engine(training_fields.sub(name), name)

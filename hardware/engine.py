@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .fields import Fields
+from .fields import REQUIRED, Fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +49,49 @@ class EngineProfile:
                              "kernel_launch_s > 0")
 
 
-def parse_engine(f: Fields, engine_id: str) -> EngineProfile:
+_FIELDS = ("name", "max_batch", "max_tokens_per_step", "kv_memory_fraction", "runtime_reserve",
+           "kernels_per_layer", "graphs", "kernel_launch", "step_overhead",
+           "reserve_kv_for_output", "chunked_prefill", "sliding_window", "source", "inherits")
+
+
+def parse_engine(f: Fields, engine_id: str,
+                 known: Mapping[str, EngineProfile] | None = None) -> EngineProfile:
+    """An engine entry; `inherits: ID` takes every field it does not set from an entry above
+    it (a release range that changed a few defaults of its family)."""
+    for key in f:
+        if key not in _FIELDS:
+            raise f.error(key, f"unknown field; one of {', '.join(_FIELDS)}")
+    parent: EngineProfile | None = None
+    if f.has("inherits"):
+        base = f.string("inherits")
+        if known is None or base not in known:
+            raise f.error("inherits", f"{base!r} is not an engine defined above this one")
+        parent = known[base]
+
+    def up(attr: str) -> object:
+        return getattr(parent, attr) if parent is not None else REQUIRED
+
     try:
         return EngineProfile(
-            id=engine_id, name=f.string("name"),
-            max_batch=f.integer("max_batch", minimum=1),
-            max_tokens_per_step=f.integer("max_tokens_per_step", minimum=1),
-            kv_memory_fraction=f.number("kv_memory_fraction", positive=True),
-            runtime_reserve_bytes=f.quantity("runtime_reserve", "bytes"),
-            kernels_per_layer=f.integer("kernels_per_layer", minimum=1),
-            graphs=f.boolean("graphs"),
-            kernel_launch_s=f.quantity("kernel_launch", "time"),
-            step_overhead_s=f.quantity("step_overhead", "time", positive=False),
-            reserve_kv_for_output=f.boolean("reserve_kv_for_output"),
-            chunked_prefill=f.boolean("chunked_prefill"),
-            sliding_window=f.boolean("sliding_window"),
-            source=f.string("source"))
+            id=engine_id, name=f.string("name", up("name")),
+            max_batch=f.integer("max_batch", up("max_batch"), minimum=1),
+            max_tokens_per_step=f.integer("max_tokens_per_step", up("max_tokens_per_step"),
+                                          minimum=1),
+            kv_memory_fraction=f.number("kv_memory_fraction", up("kv_memory_fraction"),
+                                        positive=True),
+            runtime_reserve_bytes=f.quantity("runtime_reserve", "bytes",
+                                             up("runtime_reserve_bytes")),
+            kernels_per_layer=f.integer("kernels_per_layer", up("kernels_per_layer"),
+                                        minimum=1),
+            graphs=f.boolean("graphs", up("graphs")),
+            kernel_launch_s=f.quantity("kernel_launch", "time", up("kernel_launch_s")),
+            step_overhead_s=f.quantity("step_overhead", "time", up("step_overhead_s"),
+                                       positive=False),
+            reserve_kv_for_output=f.boolean("reserve_kv_for_output",
+                                            up("reserve_kv_for_output")),
+            chunked_prefill=f.boolean("chunked_prefill", up("chunked_prefill")),
+            sliding_window=f.boolean("sliding_window", up("sliding_window")),
+            source=f.string("source", up("source")))
     except ValueError as err:
         if hasattr(err, "file"):
             raise

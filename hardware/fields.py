@@ -12,6 +12,8 @@ from .units import UnitError, parse_quantity
 from .yamlio import LineDict
 
 _MISSING = object()
+REQUIRED: Any = _MISSING
+"""The default that makes a field required (for callers that compute defaults)."""
 
 
 class Fields:

@@ -140,9 +140,10 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     """Time of one step that carries `shape` through every pipeline stage in turn.
 
     Per stage: roofline of each operator, TP all-reduces and EP all-to-alls (not overlapped
-    with compute, as in decode), and the host's kernel launches, which the GPU waits for when
-    they take longer than its work (the CPU-bound regime of small batches). Then the stages
-    run one after another, and the engine's fixed per-step host time is added once.
+    with compute, as in decode), and the host's kernel launches: a replayed CUDA graph hides
+    behind the device's work unless it takes longer (the CPU-bound regime of small batches);
+    kernels launched one by one add their launch time. Then the stages run one after another,
+    and the engine's fixed per-step host time is added once.
     """
     arch, dev, par = rep.arch, rep.device, rep.par
     eff, engine = dev.efficiency, dev.engine
@@ -166,18 +167,23 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
         network = network + ops.moe_layers_per_stage * all_to_all(
             ops.ep_alltoall_bytes, par.ep, fabric)
     device_time = compute + memory + network
-    decode_only = np.asarray(shape.prefill_tokens <= 0)
-    launches = np.where(decode_only & engine.graphs, GRAPH_LAUNCHES_PER_STEP,
+    graphed = np.asarray(shape.prefill_tokens <= 0) & engine.graphs
+    launches = np.where(graphed, GRAPH_LAUNCHES_PER_STEP,
                         engine.kernels_per_layer * ops.layers_per_stage + 4.0)
     host = launches * dev.kernel_launch_s
-    stage = np.maximum(device_time, host)
+    # A replayed graph is queued at once and the device runs it back to back. Launched one by
+    # one, the kernels reach the device only as fast as the host issues them, and the element-
+    # wise kernels between the GEMMs finish faster than the next launch: the device waits for
+    # the host kernel by kernel, so the launches add to the device time rather than hide
+    # behind it (the small-batch gap that CUDA graphs close).
+    stage = np.where(graphed, np.maximum(device_time, host), device_time + host)
     cross = par.tp * par.pp > fabric.domain
     p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)
     # Per-sequence host work (scheduling, sampling, block tables) runs between device steps.
     seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp
     serial_host = engine.step_overhead_s + eff.seq_overhead_s * seqs
     total = par.pp * stage + p2p + serial_host
-    overhead = par.pp * np.maximum(host - device_time, 0.0) + serial_host
+    overhead = par.pp * (stage - device_time) + serial_host
     pp = par.pp
     energy = _energy(rep, ops_flops=flops * pp, time=total, busy=pp * device_time + p2p,
                      weight_bytes=sum((o.weight_bytes for o in ops.ops), start=arr(0.0)) * pp,

@@ -484,7 +484,8 @@ def calibrate(measurements: Annotated[Path, typer.Argument(help="Measurement CSV
     report = fit(rows, catalog, base, progress=err.print)
     mapping = report.calibration.to_mapping()
     mapping["source"] = (f"fleetplan calibrate {measurements.name}: {report.rows_used} rows, "
-                         "fitted per accelerator; default = median of the fitted accelerators")
+                         "fitted per accelerator; default = median of the fitted accelerators; "
+                         "training fractions kept from the base calibration")
     header = ("# Efficiency parameters fitted by `fleetplan calibrate`; use with "
               "--calibration FILE.\n")
     from .output import atomic_write

@@ -114,7 +114,7 @@ def fit(rows: Sequence[InferenceMeasurement], catalog: Catalog, base: Calibratio
     else:
         default = base.default
     calibration = CalibrationSet(default, dict(sorted(fitted.items())), {},
-                                 f"fleetplan calibrate on {len(usable)} rows")
+                                 f"fleetplan calibrate on {len(usable)} rows", base.training)
     before["all"] = median_ape(usable, catalog, base)
     after["all"] = median_ape(usable, catalog, calibration)
     return FitReport(calibration, before, after, len(usable), time.perf_counter() - start)

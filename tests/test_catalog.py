@@ -168,3 +168,34 @@ def test_bad_catalog_entry_names_file_line_and_field(catalog: Catalog, edit: tup
     err = info.value
     assert err.file == "nvidia.yaml" and err.field == field and err.line is not None
     assert message in err.message
+
+
+def test_versioned_engine_entries(catalog: Catalog) -> None:
+    # "trtllm@0" describes every 0.x release (TensorRT engines, CUDA graphs opt-in) and
+    # inherits the rest of "trtllm"; 1.x releases and unversioned names get the family.
+    old = catalog.engine("trtllm@0.14.0")
+    assert old.id == "trtllm@0" and not old.graphs
+    assert catalog.engine("trtllm@0.9").id == "trtllm@0"
+    assert catalog.engine("trtllm@1.0").id == "trtllm" and catalog.engine("trtllm").graphs
+    base = catalog.engine("trtllm")
+    assert (old.max_batch, old.kv_memory_fraction, old.kernel_launch_s) == \
+        (base.max_batch, base.kv_memory_fraction, base.kernel_launch_s)
+    assert catalog.training_engine("megatron@2021-04").id == "megatron@2021-04"
+
+
+@pytest.mark.parametrize(("entry", "field", "message"), [
+    ("x:\n  inherits: nothing\n", "x.inherits", "not an engine defined above"),
+    ("x:\n  inherits: trtllm\n  graphs: sometimes\n", "x.graphs", "expected true or false"),
+    ("x:\n  inherits: trtllm\n  colour: red\n", "x.colour", "unknown field"),
+])
+def test_bad_engine_entry_names_the_field(catalog: Catalog, entry: str, field: str,
+                                          message: str) -> None:
+    from fleetplan.hardware.engine import parse_engine
+    from fleetplan.hardware.errors import SpecError
+    from fleetplan.hardware.fields import Fields
+    from fleetplan.hardware.yamlio import load_yaml_text
+
+    data = load_yaml_text(entry, "engines.yaml")
+    with pytest.raises(SpecError) as info:
+        parse_engine(Fields(data, "engines.yaml").sub("x"), "x", catalog.engines)
+    assert info.value.field == field and message in info.value.message

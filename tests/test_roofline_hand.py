@@ -76,3 +76,25 @@ def test_experts_touched() -> None:
     assert float(expected_experts_touched(8, 2, 1)) == pytest.approx(2.0)
     assert float(expected_experts_touched(8, 2, 2)) == pytest.approx(3.5)
     assert float(expected_experts_touched(8, 2, 1000)) == pytest.approx(8.0)
+
+
+def test_launches_add_to_the_step_without_cuda_graphs(catalog: Catalog) -> None:
+    # The same Llama-2-7B decode step (4.1012e-3 s of device time at full bandwidth) on an
+    # engine that launches 10 kernels per layer at 5 us each, without CUDA graphs:
+    #   launches = 10 * 32 layers + 4 (embedding, final norm, LM head, sampling) = 324
+    #   host     = 324 * 5e-6 s = 1.62e-3 s, added to the device time: 5.7212e-3 s.
+    # With graphs the step replays 4 launches (2e-5 s), hidden behind the device time.
+    from dataclasses import replace
+
+    ungraphed = replace(NO_OVERHEAD, graphs=False, kernels_per_layer=10, kernel_launch_s=5e-6)
+    shape = StepShape.of(decode_seqs=1, decode_ctx=1000)
+    arch = catalog.model("llama-2-7b")
+    acc = catalog.accelerator("h100-sxm")
+    device_s = 13_738_975_232 / 3.35e12
+    eager = step_time(build_replica(arch, Device(acc, IDEAL, ungraphed),
+                                    weight_precision="bf16"), shape)
+    graphed = step_time(build_replica(arch, Device(acc, IDEAL, replace(ungraphed, graphs=True)),
+                                      weight_precision="bf16"), shape)
+    assert float(eager.time) == pytest.approx(device_s + 324 * 5e-6, rel=1e-3)
+    assert float(eager.overhead) == pytest.approx(324 * 5e-6, rel=1e-6)
+    assert float(graphed.time) == pytest.approx(device_s, rel=1e-3)
