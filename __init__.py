@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         LoadedSpec,
         PlanResult,
         TrainEstimateResult,
+        compare_options,
         estimate,
         goodput,
         load_spec,
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = ["EstimateResult", "GoodputResult", "LoadedSpec", "PlanResult", "SpecError",
-           "TrainEstimateResult", "__version__", "estimate", "goodput", "load_spec", "plan",
-           "train_estimate"]
+           "TrainEstimateResult", "__version__", "compare_options", "estimate", "goodput",
+           "load_spec", "plan", "train_estimate"]
 
 # Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
+    "compare_options": ".plan.api",
     "estimate": ".plan.api",
     "goodput": ".plan.api",
     "load_spec": ".plan.api",

@@ -35,8 +35,8 @@ from .trace import read_trace
 if TYPE_CHECKING:
     from .report import Allocation, Report
 
-__all__ = ["EstimateResult", "GoodputResult", "LoadedSpec", "PlanResult", "estimate",
-           "goodput", "load_spec", "plan"]
+__all__ = ["EstimateResult", "GoodputResult", "LoadedSpec", "PlanResult", "compare_options",
+           "estimate", "goodput", "load_spec", "plan"]
 
 SCENARIOS = ("static", "max_throughput")
 MAPPING_SOURCE = "<mapping>"
@@ -557,6 +557,21 @@ def plan(spec: str | Path | Mapping[str, Any] | LoadedSpec, *,
     inputs = resolve_plan(loaded, cat)
     return PlanResult(build_report(inputs, run_plan(inputs, cat, progress=progress),
                                    timings=timings))
+
+
+def compare_options(spec: str | Path | Mapping[str, Any] | LoadedSpec,
+                    accelerators: Sequence[str], *, catalog: Catalog | None = None,
+                    progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Plan a spec with each accelerator type alone and with all of them (``fleetplan compare
+    SPEC --accelerators a,b,c``): one row per option with its status, cost (USD/h and USD per
+    million output tokens), accelerator count, allocations and worst p99 TTFT/TPOT (s)."""
+    from .compare import option_pools, option_row
+
+    cat = catalog if catalog is not None else load_catalog()
+    loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    return [option_row(pool, plan(loaded, accelerators=pool, catalog=cat,
+                                  progress=progress).to_dict())
+            for pool in option_pools(list(accelerators))]
 
 
 @dataclass(frozen=True)

@@ -563,20 +563,6 @@ def _progress() -> Any:
     return tick
 
 
-def _plan_report(spec_path: Path, catalog: Catalog, timings: bool,
-                 pool: list[str] | None = None) -> Any:
-    from .planner import resolve_plan, run_plan
-    from .report import build_report
-    from .spec import load_spec, restrict_pool
-
-    loaded = load_spec(spec_path)
-    if pool is not None:
-        loaded = restrict_pool(loaded, pool)
-    inputs = resolve_plan(loaded, catalog)
-    return build_report(inputs, run_plan(inputs, catalog, progress=_progress()),
-                        timings=timings)
-
-
 @app.command()
 def plan(spec: Annotated[Path, typer.Argument(help="Plan spec (YAML); see `fleetplan schema "
                                                    "spec`.")],
@@ -676,24 +662,10 @@ def compare(
     if accelerators is None:
         raise SpecError("give a second report to compare with, or --accelerators to compare "
                         "options for this spec", field="accelerators")
+    from . import api
+
     names = [a.strip() for a in accelerators.split(",") if a.strip()]
-    catalog = load_catalog()
-    options = [[n] for n in names] + ([names] if len(names) > 1 else [])
-    results = []
-    for pool in options:
-        report = _plan_report(first, catalog, False, pool)
-        results.append({"pool": "+".join(pool), "status": report.status,
-                        "cost_usd_h": report.cost_usd_h if report.status != "infeasible"
-                        else None,
-                        "accelerators": report.accelerators,
-                        "cost_usd_per_million_output_tokens":
-                            report.cost_usd_per_million_output_tokens,
-                        "allocations": [f"{a.count}x {a.accelerator} tp{a.tp}pp{a.pp} "
-                                        f"{a.precision}" for a in report.allocations],
-                        "p99_ttft_s": max((w.predicted.ttft_p99_s or 0.0 for w in
-                                           report.workloads if w.predicted), default=None),
-                        "p99_tpot_s": max((w.predicted.tpot_p99_s or 0.0 for w in
-                                           report.workloads if w.predicted), default=None)})
+    results = api.compare_options(first, names, catalog=load_catalog(), progress=_progress())
     if fmt == Format.json:
         emit(to_json({"options": results}), out)
         return

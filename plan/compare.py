@@ -113,3 +113,22 @@ def diff(old: dict[str, Any], new: dict[str, Any], gates: list[Gate]) -> dict[st
     return {"metrics": rows, "accelerators": fleet, "status": {"old": old.get("status"),
                                                               "new": new.get("status")},
             "gates": [g.text for g in gates], "failed": failed}
+
+
+def option_pools(accelerators: list[str]) -> list[list[str]]:
+    """Each accelerator alone, then all of them together (when there are several)."""
+    return [[n] for n in accelerators] + ([accelerators] if len(accelerators) > 1 else [])
+
+
+def option_row(pool: list[str], report: dict[str, Any]) -> dict[str, Any]:
+    """One option of `compare SPEC --accelerators`: a plan report in one line."""
+    feasible = report["status"] != "infeasible"
+    return {"pool": "+".join(pool), "status": report["status"],
+            "cost_usd_h": report["cost_usd_h"] if feasible else None,
+            "accelerators": report["accelerators"],
+            "cost_usd_per_million_output_tokens":
+                report.get("cost_usd_per_million_output_tokens"),
+            "allocations": [f"{a['count']}x {a['accelerator']} tp{a['tp']}pp{a['pp']} "
+                            f"{a['precision']}" for a in report["allocations"]],
+            "p99_ttft_s": _worst(report, "ttft_p99_s"),
+            "p99_tpot_s": _worst(report, "tpot_p99_s")}

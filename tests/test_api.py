@@ -137,3 +137,17 @@ def test_plan_is_callable_whichever_import_came_first() -> None:
                   f"print(fleetplan.plan({str(MEASURED)!r}).status, plan is fleetplan.plan,\n"
                   "      callable(cli.app))")
     assert out.split() == ["optimal", "True", "True"]
+
+
+def test_compare_options_match_the_cli(runner: CliRunner) -> None:
+    """`compare_options` is what `fleetplan compare SPEC --accelerators` prints."""
+    spec = REPO / "examples" / "melange-capacity-table.yaml"
+    rows = fleetplan.compare_options(spec, ["a10g", "a100-sxm-80gb"])
+    out = runner.invoke(app, ["compare", str(spec), "--accelerators", "a10g,a100-sxm-80gb",
+                              "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["options"] == json.loads(json.dumps(rows))
+    alone = {r["pool"]: r for r in rows}
+    # Each option is a plan of its own: the a10g-only row matches planning with only a10g.
+    single = fleetplan.plan(spec, accelerators=["a10g"])
+    assert alone["a10g"]["cost_usd_h"] == pytest.approx(single.cost_usd_h)
