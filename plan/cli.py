@@ -14,7 +14,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
-from ..hardware.catalog import CATALOG_SECTIONS, Catalog, UnknownIdError, load_catalog
+from ..hardware.catalog import (
+    CATALOG_SECTIONS,
+    Catalog,
+    UnknownIdError,
+    load_catalog,
+    versioned_id,
+)
 from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from . import describe
@@ -127,6 +133,8 @@ def catalog_show(entry_id: Annotated[str, typer.Argument(metavar="ID",
                  fmt: FormatOpt = Format.table, out: OutOpt = None) -> None:
     """Show one catalog entry with every figure and its source."""
     catalog = load_catalog()
+    if "@" in entry_id:  # "trtllm@0.14.0": the engine entry that describes that release
+        entry_id = versioned_id(catalog.engines, entry_id)
     found: dict[str, Any] | None = None
     for name in CATALOG_SECTIONS:
         for entry in describe.section(catalog, name):
