@@ -140,9 +140,9 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     """Time of one step that carries `shape` through every pipeline stage in turn.
 
     Per stage: roofline of each operator, TP all-reduces and EP all-to-alls (not overlapped
-    with compute, as in decode), and the host's kernel launches: a replayed CUDA graph hides
-    behind the device's work unless it takes longer (the CPU-bound regime of small batches);
-    kernels launched one by one add their launch time. Then the stages run one after another,
+    with compute, as in decode), and the host's kernel launches: in an engine with CUDA
+    graphs they hide behind the device's work unless they take longer (the CPU-bound regime
+    of small batches); in one without, each kernel's launch adds to the step. Then the stages run one after another,
     and the engine's fixed per-step host time is added once.
     """
     arch, dev, par = rep.arch, rep.device, rep.par
@@ -171,12 +171,13 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     launches = np.where(graphed, GRAPH_LAUNCHES_PER_STEP,
                         engine.kernels_per_layer * ops.layers_per_stage + 4.0)
     host = launches * dev.kernel_launch_s
-    # A replayed graph is queued at once and the device runs it back to back. Launched one by
-    # one, the kernels reach the device only as fast as the host issues them, and the element-
-    # wise kernels between the GEMMs finish faster than the next launch: the device waits for
-    # the host kernel by kernel, so the launches add to the device time rather than hide
-    # behind it (the small-batch gap that CUDA graphs close).
-    stage = np.where(graphed, np.maximum(device_time, host), device_time + host)
+    # A graph-capturing engine replays decode as one graph and runs prompt-carrying steps
+    # with kernels long enough (or piecewise-captured) for the host to stay ahead: launches
+    # hide behind the device unless they take longer. An engine without graphs launches every
+    # kernel of every step one by one; the element-wise kernels between the GEMMs finish
+    # faster than the next launch, so the device waits kernel by kernel and the launches add
+    # to its time (the small-batch gap that CUDA graphs close).
+    stage = np.maximum(device_time, host) if engine.graphs else device_time + host
     cross = par.tp * par.pp > fabric.domain
     p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)
     # Per-sequence host work (scheduling, sampling, block tables) runs between device steps.

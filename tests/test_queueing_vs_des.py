@@ -6,7 +6,10 @@ same Poisson arrivals; the simulation runs continuous batching step by step. The
 
 Where the approximation is known to be weaker, it is tested at its own, stated tolerance:
 
-* p50 TTFT and TPOT: within 15% up to 70% load, 25% at 90%.
+* p50 TTFT and TPOT: within 15% up to 70% load, 25% at 90%; 40% at 90% for a prefill-heavy
+  replica (prompt/output >= 8) whose token budget bounds its batch: there the batch is steep
+  in the load, and the analytical fixed point lands a few percent of capacity above the
+  simulated one (the p99s, which both queues reach, stay within their tolerance).
 * p99 with a light prefill share (prompt/output <= 4): within 20% at every load.
 * p99 with a heavy prefill share (prompt/output >= 8): bursts of long prompts queue for
   prefill compute as a bulk-service queue, which the exponential-tail approximation
@@ -74,5 +77,6 @@ def test_analytical_matches_simulation(catalog: Catalog, model: str, acc: str, t
     for frac, name, ana, sim in rows:
         if frac > top:
             continue
-        tol = (0.15 if frac <= 0.7 else 0.25) if name.endswith("p50") else p99_tol
+        near_capacity = 0.25 if i / o < 8 else 0.40
+        tol = (0.15 if frac <= 0.7 else near_capacity) if name.endswith("p50") else p99_tol
         assert ana == pytest.approx(sim, rel=tol), (model, acc, frac, name, ana, sim)
