@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,13 @@ from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from ..hardware.llm import ModelArch
 from ..hardware.specs import Accelerator, Node
+from ..models.arrays import FloatArray
 from ..models.device import Device
 from ..models.queueing import Lengths, Slo, Workload
-from ..solvers.fleet import FleetPlan, Group, plan_fleet, plan_measured
+from ..solvers.fleet import FleetPlan, Group, plan_fleet, plan_hours, plan_measured
 from ..solvers.search import BucketLoad, Family, SearchSpace
 from .files import is_model_file, load_calibration, model_of
-from .spec import LengthDist, LoadedSpec, WorkloadSpec
+from .spec import HOURS_PER_DAY, LengthDist, LoadedSpec, WorkloadSpec
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class PlanInputs:
     bucket_model: list[str]
     models: dict[str, ModelArch]
     calibration: CalibrationSet
+    hourly_demand_rps: FloatArray | None = None
+    """(24, buckets) request rate of each bucket in each hour of the day, requests/s, when a
+    workload gives a rate profile (flat-rate workloads at their rate every hour); else None."""
 
 
 def _lengths(value: int | LengthDist) -> Lengths:
@@ -55,6 +59,14 @@ def _buckets(w: WorkloadSpec) -> list[tuple[str, Lengths, Lengths, float]]:
         return [(w.name, _lengths(w.input_len), _lengths(w.output_len), 1.0)]
     return [(f"{w.name}/{b.input_len}x{b.output_len}", Lengths.fixed(float(b.input_len)),
              Lengths.fixed(float(b.output_len)), b.share) for b in w.buckets]
+
+
+def hourly_rates(w: WorkloadSpec) -> list[float]:
+    """A workload's request rate in each hour of the day, requests/s: its profile, or its
+    flat rate every hour."""
+    if w.rate_profile_rps is not None:
+        return list(w.rate_profile_rps)
+    return [w.peak_rate_rps] * HOURS_PER_DAY
 
 
 def _accelerator(catalog: Catalog, loaded: LoadedSpec, k: int) -> Accelerator:
@@ -101,6 +113,7 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
                             float(entry.max_count), per_node, domain, price))
     models: dict[str, ModelArch] = {}
     buckets, bucket_model = [], []
+    hourly: list[list[float]] = []
     for k, w in enumerate(spec.workloads):
         model_id = ""
         if w.model is not None:
@@ -116,7 +129,12 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
             load = Workload(np.asarray(1.0), inp, out, w.arrival_cv, w.prefix_hit)
             buckets.append(BucketLoad(name, w.name, load, _slo(w), w.peak_rate_rps * share))
             bucket_model.append(model_id)
-    return PlanInputs(loaded, groups, buckets, bucket_model, models, calibration)
+            # rate * share, as the peak demand above: the busiest hour matches it exactly.
+            hourly.append([rate * share for rate in hourly_rates(w)])
+    profiled = any(w.rate_profile_rps is not None for w in spec.workloads)
+    hourly_demand = np.array(hourly, dtype=float).T if profiled else None
+    return PlanInputs(loaded, groups, buckets, bucket_model, models, calibration,
+                      hourly_demand)
 
 
 def _space(loaded: LoadedSpec) -> SearchSpace:
@@ -158,7 +176,17 @@ def _measured_capacity(inputs: PlanInputs) -> np.ndarray:
 
 def run_plan(inputs: PlanInputs, catalog: Catalog,
              progress: Callable[[str, int, int], None] | None = None) -> FleetPlan:
-    """Search, solve, re-check and place."""
+    """Search, solve, re-check and place; with a rate profile, also the fleet of each hour
+    (`FleetPlan.hours`)."""
+    plan = _peak_plan(inputs, catalog, progress)
+    if inputs.hourly_demand_rps is None:
+        return plan
+    return replace(plan, hours=plan_hours(plan, inputs.hourly_demand_rps))
+
+
+def _peak_plan(inputs: PlanInputs, catalog: Catalog,
+               progress: Callable[[str, int, int], None] | None) -> FleetPlan:
+    """The plan for every workload at its peak rate."""
     spec = inputs.loaded.spec
     opts = spec.options
     if spec.capacities is not None:

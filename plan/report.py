@@ -10,13 +10,26 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.inference import IDLE_POWER_FRACTION
-from ..solvers.fleet import FleetPlan
+from ..solvers.fleet import FleetPlan, HourPlan
 from ..solvers.milp import SolveStatus
+from ..solvers.mix import MixResult
 from ..solvers.search import GOODPUT_ITERATIONS, pareto
-from .planner import PlanInputs
+from .planner import PlanInputs, hourly_rates
+from .spec import HOURS_PER_DAY
 
-SCHEMA_VERSION = "1.0"
+# 1.1: the `autoscaling` section (null without a rate profile); 1.0 reports still validate.
+SCHEMA_VERSION = "1.1"
 SECONDS_PER_HOUR = 3600.0
+# A re-checked latency or load this far past its bound is a finding, not rounding.
+RECHECK_TOLERANCE = 1e-6
+AUTOSCALING_ASSUMPTION = (
+    "each hour runs the cheapest fleet (in the plan's objective) that serves that hour's "
+    "rates: workloads with a rate profile at their hour-h rate, flat-rate workloads at their "
+    "rate; chosen among the peak plan's candidate configurations with the same capacities, "
+    "availability limits, routing and headroom; each hour's rate holds for the whole hour; "
+    "the fleet is resized at hour boundaries, instantly, with no warm-up, drain or start-up "
+    "cost; the static fleet is the peak plan (every workload at its own busiest hour at "
+    "once) run all day")
 TOKENS_PER_MILLION = 1e6
 
 
@@ -124,6 +137,27 @@ class Solver(_Out):
                                  "otherwise byte-identical run to run)")
 
 
+class AutoscaleHour(_Out):
+    hour: int = Field(ge=0, lt=HOURS_PER_DAY, description="hour of the day, 0-23")
+    rates_rps: dict[str, float] = Field(description="requests/s of each workload this hour")
+    status: Literal["optimal", "feasible", "infeasible"]
+    cost_usd_h: float | None = Field(description="null where no plan exists or a type in use "
+                                     "has no price")
+    accelerators: dict[str, int] = Field(description="accelerators by type (types in use)")
+
+
+class Autoscaling(_Out):
+    assumption: str
+    hours: list[AutoscaleHour] = Field(description="one per hour of the day, 0-23")
+    autoscaled_cost_usd_day: float | None = Field(
+        description="sum of the hourly costs, USD/day (null when an hour has none)")
+    static_cost_usd_day: float | None = Field(
+        description="the peak-sized plan's cost x 24, USD/day (null when it has none)")
+    saving_usd_day: float | None
+    saving_fraction: float | None = Field(
+        description="1 - autoscaled / static (0 when nothing is saved)")
+
+
 class Report(_Out):
     schema_version: str
     status: Literal["optimal", "feasible", "infeasible"]
@@ -137,6 +171,9 @@ class Report(_Out):
     workloads: list[WorkloadOut]
     solver: Solver
     closest: Closest | None
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="the fleet resized every hour; null unless a workload gives "
+        "rate_profile_rps")
     search: list[FamilyOut]
     inputs: dict[str, Any]
     assumptions: dict[str, Any]
@@ -208,9 +245,7 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
             slo={k: v for k, v in w.slo.model_dump().items() if v is not None},
             predicted=predicted, served_fraction=served))
     out_tok_s = sum(b.demand_rps * float(b.load.output_len.mean) for b in plan.buckets)
-    priced = all(math.isfinite(plan.groups[ch.group].price_usd_h)
-                 for c, ch in enumerate(plan.choices) if mix.replicas[c] > 0)
-    cost = mix.cost_usd_h if feasible and priced else math.nan
+    cost = _cost_usd_h(plan, mix)
     per_mtok = cost / (out_tok_s * SECONDS_PER_HOUR / TOKENS_PER_MILLION) if out_tok_s else \
         math.nan
     closest = None
@@ -235,15 +270,94 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
     if facts.status is SolveStatus.FEASIBLE:
         warnings.append(f"the solver stopped at its time limit: the plan is feasible, within "
                         f"{facts.gap:.2%} of optimal")
+    warnings.extend(_hour_warnings(plan))
     return Report(
         schema_version=SCHEMA_VERSION, status=status,  # type: ignore[arg-type]
         objective=spec.objective, cost_usd_h=_num(cost) if feasible else 0.0,
         cost_usd_per_million_output_tokens=_num(per_mtok),
         power_w=_num(mix.power_w) if feasible and spec.capacities is None else None,
         accelerators=devices, allocations=allocations, nodes=nodes, workloads=workloads,
-        solver=solver, closest=closest, search=search,
+        solver=solver, closest=closest, autoscaling=_autoscaling(inputs, plan), search=search,
         inputs=inputs.loaded.spec.model_dump(mode="json"),
         assumptions=_assumptions(inputs), warnings=warnings)
+
+
+def _cost_usd_h(plan: FleetPlan, mix: MixResult) -> float:
+    """The fleet's USD/h under `mix`; nan without a plan or where a type in use has no price."""
+    priced = all(math.isfinite(plan.groups[ch.group].price_usd_h)
+                 for c, ch in enumerate(plan.choices) if mix.replicas[c] > 0)
+    return mix.cost_usd_h if mix.feasible and priced else math.nan
+
+
+def _hour_out(inputs: PlanInputs, plan: FleetPlan, hour: HourPlan) -> AutoscaleHour:
+    mix = hour.mix
+    used = {plan.groups[g].accelerator: int(n) for g, n in enumerate(mix.devices_by_group)
+            if n > 0}
+    return AutoscaleHour(
+        hour=hour.hour,
+        rates_rps={w.name: hourly_rates(w)[hour.hour] for w in inputs.loaded.spec.workloads},
+        status=str(mix.facts.status) if mix.feasible else "infeasible",  # type: ignore[arg-type]
+        cost_usd_h=_num(_cost_usd_h(plan, mix)), accelerators=used)
+
+
+def _autoscaling(inputs: PlanInputs, plan: FleetPlan) -> Autoscaling | None:
+    """Each hour's fleet and the daily cost of resizing hourly against the peak-sized fleet
+    run all day (USD/day); None without a rate profile."""
+    if not plan.hours:
+        return None
+    hours = [_hour_out(inputs, plan, h) for h in plan.hours]
+    costs = [h.cost_usd_h for h in hours]
+    priced = [c for c in costs if c is not None]
+    autoscaled = math.fsum(priced) if len(priced) == len(costs) else None
+    peak = _num(_cost_usd_h(plan, plan.mix))
+    static = None if peak is None else peak * HOURS_PER_DAY
+    saving = None if autoscaled is None or static is None else static - autoscaled
+    fraction = None if saving is None or static is None or static <= 0 else saving / static
+    return Autoscaling(assumption=AUTOSCALING_ASSUMPTION, hours=hours,
+                       autoscaled_cost_usd_day=autoscaled, static_cost_usd_day=static,
+                       saving_usd_day=saving, saving_fraction=fraction)
+
+
+def _hour_findings(plan: FleetPlan, hour: HourPlan) -> list[str]:
+    """What the re-check of one hour's plan found wrong (empty when it holds). An hour that
+    runs the peak plan itself is reported with the peak plan."""
+    mix = hour.mix
+    if mix is plan.mix:
+        return []
+    if not mix.feasible:
+        return ["no plan serves this hour's rates within the pool"]
+    out = []
+    check = hour.check
+    if check is not None and not check.ok():
+        out.append(f"the plan re-derived from its routing breaks a constraint (routing error "
+                   f"{check.routing_error:.2g}, load over capacity {check.capacity_excess:.2g} "
+                   f"replicas, over availability {check.availability_excess:.2g} devices)")
+    limit = 1.0 - plan.problem.headroom + RECHECK_TOLERANCE
+    for s in hour.served:
+        name = plan.choices[s.choice].name
+        if s.load_fraction > limit:
+            out.append(f"{name}: {s.bucket} loads its replicas to {s.load_fraction:.3f} of "
+                       f"capacity")
+        if math.isfinite(s.slo_ratio) and s.slo_ratio > 1.0 + RECHECK_TOLERANCE:
+            out.append(f"{name}: the re-check puts {s.bucket} at {s.slo_ratio:.3f}x its "
+                       f"{s.slo_term} objective")
+    # Less demand never needs a worse optimum: the peak plan serves it too.
+    peak = plan.mix.facts.objective
+    if plan.mix.feasible and mix.facts.objective > peak + RECHECK_TOLERANCE * max(1.0, peak):
+        out.append(f"its {plan.problem.objective} objective {mix.facts.objective:.6g} exceeds "
+                   f"the peak plan's {peak:.6g} (solver {mix.facts.status})")
+    return out
+
+
+def _hour_warnings(plan: FleetPlan) -> list[str]:
+    """Findings of the hourly re-checks, one warning per finding with the hours it holds
+    for."""
+    hours: dict[str, list[int]] = {}
+    for hour in plan.hours:
+        for finding in _hour_findings(plan, hour):
+            hours.setdefault(finding, []).append(hour.hour)
+    return [f"autoscaling hour{'s' if len(hs) > 1 else ''} "
+            f"{', '.join(str(h) for h in hs)}: {finding}" for finding, hs in hours.items()]
 
 
 def _served_share(plan: FleetPlan, workload: str, demand: float) -> float:
@@ -302,7 +416,8 @@ def _assumptions(inputs: PlanInputs) -> dict[str, Any]:
         "goodput_resolution": f"capacity / 2**{GOODPUT_ITERATIONS}",
         "arrivals": "each replica sees the workload's arrival process (random splitting "
                     "keeps Poisson streams Poisson)",
-        "rate_profile": "the fleet is sized for the busiest hour",
+        "rate_profile": "the fleet is sized for the busiest hour; the autoscaling section "
+                        "prices one resized every hour",
         "calibration_source": inputs.calibration.source,
         "engine": spec.options.engine,
         "idle_power_fraction_of_tdp": IDLE_POWER_FRACTION,
@@ -325,10 +440,28 @@ def summary_lines(report: Report) -> list[str]:
         for bucket, best in report.closest.best_alone.items():
             lines.append(f"  - {bucket}: best {best['objective']} alone is "
                          f"{float(best['ratio']):.2f}x its objective (on {best['family']})")
+    if report.autoscaling is not None:
+        lines.extend(autoscaling_lines(report.autoscaling))
     if report.solver.binding:
         lines.append("binding: " + ", ".join(report.solver.binding))
     lines.extend(f"warning: {w}" for w in report.warnings)
     return lines
+
+
+def autoscaling_lines(auto: Autoscaling) -> list[str]:
+    """The autoscaling section in three lines: daily costs, then USD/h and accelerators by
+    hour of the day ("-" for an hour without a priced plan)."""
+    saving = (f" (saving {_fmt(auto.saving_usd_day, '.2f')} USD/day, "
+              f"{_pct(auto.saving_fraction)})")
+    return [
+        f"autoscaling: {_fmt(auto.autoscaled_cost_usd_day, '.2f')} USD/day resized hourly vs "
+        f"{_fmt(auto.static_cost_usd_day, '.2f')} USD/day sized for the peak{saving}",
+        "autoscaled USD/h by hour: " + ", ".join(f"{h.hour}h {_fmt(h.cost_usd_h, '.2f')}"
+                                        for h in auto.hours),
+        "autoscaled accelerators by hour: " + ", ".join(
+            f"{h.hour}h {sum(h.accelerators.values()) if h.status != 'infeasible' else '-'}"
+            for h in auto.hours),
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -2,22 +2,23 @@
 chosen plan through the models again, and place its replicas onto nodes.
 
 `plan_fleet` answers from the performance models; `plan_measured` from a measured capacity
-table (Mélange's input). Both return a `FleetPlan`.
+table (Mélange's input). Both return a `FleetPlan`. `plan_hours` re-solves the mix of a plan for
+each hour of a daily rate profile with the same candidates (what autoscaling would run).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..models.arrays import FloatArray
-from ..models.inference import build_replica
+from ..models.inference import Replica, build_replica
 from ..models.queueing import serve as serve_load
 from ..models.queueing import slo_slack
-from .mix import MixProblem, MixResult, solve_mix
+from .mix import MixCheck, MixProblem, MixResult, check_mix, solve_mix
 from .packing import PackingProblem, Placement, ReplicaKind, pack
 from .search import BucketLoad, Candidates, Family, SearchSpace, search_family
 
@@ -72,6 +73,23 @@ class Served:
 
 
 @dataclass(frozen=True)
+class HourPlan:
+    """The mix for one hour of a daily rate profile, chosen among the peak plan's candidates
+    and checked again like the peak plan."""
+
+    hour: int
+    """Hour of the day, 0-23."""
+    demand_rps: FloatArray
+    """(buckets,) request rate of each bucket in this hour, requests/s."""
+    mix: MixResult
+    served: tuple[Served, ...]
+    """Each routed (bucket, candidate) re-checked at this hour's load."""
+    check: MixCheck | None
+    """Constraint residuals re-derived from the hour's plan (demand routed, load within the
+    replicas' capacity at 1 - headroom, availability); None when the hour has no plan."""
+
+
+@dataclass(frozen=True)
 class FleetPlan:
     """The decision and its evidence."""
 
@@ -80,12 +98,17 @@ class FleetPlan:
     buckets: tuple[BucketLoad, ...]
     capacity_rps: FloatArray
     """(choices, buckets) goodput per replica."""
+    problem: MixProblem
+    """The mix problem solved at the planned (peak) demand."""
     mix: MixResult
     served: tuple[Served, ...]
     placements: tuple[Placement | None, ...]
     """Per group; None where the plan uses none of it."""
     candidates: tuple[Candidates, ...] = field(default=())
     """The searched families (empty for a measured capacity table)."""
+    hours: tuple[HourPlan, ...] = field(default=())
+    """Per hour of the day when a workload has a rate profile (see `plan_hours`), else
+    empty."""
 
 
 def _choice_name(c: Candidates, j: int) -> str:
@@ -140,11 +163,14 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
             idle.append(float(cands.power_idle_w[j]))
             busy.append(float(cands.power_busy_w[j]))
     capacity = np.array(rows).reshape(len(rows), nb)
-    mix = _solve(choices, groups, buckets, capacity, idle, busy, objective=objective,
-                 routing=routing, headroom=headroom, time_limit_s=time_limit_s)
-    served = _recheck(families, choices, buckets, capacity, mix, headroom)
-    return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, mix, served,
-                     _place(choices, groups, mix, space.allow_cross_node_tp), tuple(searched))
+    problem = _problem(choices, groups, buckets, capacity, idle, busy, objective=objective,
+                       routing=routing, headroom=headroom, time_limit_s=time_limit_s)
+    mix = solve_mix(problem)
+    served = _recheck(families, choices, buckets, capacity, [(problem.demand_rps, mix)],
+                      headroom)[0]
+    return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
+                     served, _place(choices, groups, mix, space.allow_cross_node_tp),
+                     tuple(searched))
 
 
 def plan_measured(groups: list[Group], buckets: list[BucketLoad], capacity: FloatArray, *,
@@ -154,25 +180,86 @@ def plan_measured(groups: list[Group], buckets: list[BucketLoad], capacity: Floa
     choices = [Choice(g.accelerator, k, g.accelerator, "measured", 1, 1, 1, 0, 0, 1,
                       g.price_usd_h) for k, g in enumerate(groups)]
     zeros = [0.0] * len(choices)
-    mix = _solve(choices, groups, buckets, capacity, zeros, zeros, objective="cost",
-                 routing=routing, headroom=headroom, time_limit_s=time_limit_s)
-    served = tuple(
+    problem = _problem(choices, groups, buckets, capacity, zeros, zeros, objective="cost",
+                       routing=routing, headroom=headroom, time_limit_s=time_limit_s)
+    mix = solve_mix(problem)
+    return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
+                     _measured_served(buckets, mix, headroom),
+                     _place(choices, groups, mix, allow_cross_node_tp=False))
+
+
+def plan_hours(plan: FleetPlan, hourly_demand_rps: FloatArray) -> tuple[HourPlan, ...]:
+    """The cheapest fleet (in the plan's objective) for each hour of the day: the plan's mix
+    problem re-solved with row h of `hourly_demand_rps` ((hours, buckets), requests/s) as the
+    demand, over the same candidates, capacities, availability limits and headroom. Each
+    hour's plan is re-checked like the peak plan: residuals re-derived (`check_mix`) and every
+    routed (bucket, candidate) priced by the serving model at the hour's load (measured
+    capacity tables: load over capacity only).
+
+    Hours with the same demand share one solve; an hour at exactly the planned demand takes
+    the plan's own mix and re-check."""
+    demand = np.array(hourly_demand_rps, dtype=float)
+    demand.flags.writeable = False
+    if demand.ndim != 2 or demand.shape[1] != len(plan.buckets):
+        raise ValueError(f"hourly_demand_rps: shape {demand.shape}, expected (hours, "
+                         f"{len(plan.buckets)})")
+    peak = plan.problem.demand_rps.tobytes()
+    # One solve per distinct demand, in order of first appearance.
+    solves: dict[bytes, tuple[FloatArray, MixProblem, MixResult]] = {}
+    for row in demand:
+        key = row.tobytes()
+        if key != peak and key not in solves:
+            problem = replace(plan.problem, demand_rps=row)
+            solves[key] = (row, problem, solve_mix(problem))
+    served = dict(zip(solves, _served_at(plan, [(d, m) for d, _, m in solves.values()]),
+                      strict=True))
+    solved = {k: (m, served[k], _check(p, m)) for k, (_, p, m) in solves.items()}
+    solved[peak] = (plan.mix, plan.served, _check(plan.problem, plan.mix))
+    out = []
+    for h, row in enumerate(demand):
+        mix, checked, check = solved[row.tobytes()]
+        out.append(HourPlan(h, row, mix, checked, check))
+    return tuple(out)
+
+
+def _check(problem: MixProblem, mix: MixResult) -> MixCheck | None:
+    """Residuals of a plan that exists; None for an infeasible one."""
+    return check_mix(problem, mix) if mix.feasible else None
+
+
+def _served_at(plan: FleetPlan, mixes: list[tuple[FloatArray, MixResult]]
+               ) -> list[tuple[Served, ...]]:
+    """Mixes of `plan`'s candidates, each solved for its (buckets,) demand in requests/s,
+    re-checked the way `plan` was."""
+    headroom = plan.problem.headroom
+    if not plan.candidates:
+        return [_measured_served([replace(b, demand_rps=float(d))
+                                  for b, d in zip(plan.buckets, demand.tolist(), strict=True)],
+                                 mix, headroom) for demand, mix in mixes]
+    return _recheck([c.family for c in plan.candidates], list(plan.choices),
+                    list(plan.buckets), plan.capacity_rps, mixes, headroom)
+
+
+def _measured_served(buckets: list[BucketLoad], mix: MixResult,
+                     headroom: float) -> tuple[Served, ...]:
+    """Routed (bucket, candidate) pairs of a measured-capacity plan: the rate per replica and
+    the load over capacity; no latency model."""
+    return tuple(
         Served(buckets[b].name, b, c, float(mix.routing[b, c]),
                float(buckets[b].demand_rps * mix.routing[b, c] / mix.replicas[c]),
                float(mix.utilization[c] * (1.0 - headroom)), math.nan, math.nan, math.nan,
                math.nan, "measured")
-        for c in range(len(choices)) for b in range(len(buckets))
+        for c in range(len(mix.replicas)) for b in range(len(buckets))
         if mix.replicas[c] > 0 and mix.routing[b, c] > 0)
-    return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, mix, served,
-                     _place(choices, groups, mix, allow_cross_node_tp=False))
 
 
-def _solve(choices: list[Choice], groups: list[Group], buckets: list[BucketLoad],
-           capacity: FloatArray, idle: list[float], busy: list[float], *, objective: str,
-           routing: str, headroom: float, time_limit_s: float) -> MixResult:
+def _problem(choices: list[Choice], groups: list[Group], buckets: list[BucketLoad],
+             capacity: FloatArray, idle: list[float], busy: list[float], *, objective: str,
+             routing: str, headroom: float, time_limit_s: float) -> MixProblem:
+    """The mix problem over the candidate rows at the buckets' demand."""
     idle_a = np.nan_to_num(np.asarray(idle, dtype=float), nan=0.0)
     busy_a = np.maximum(np.nan_to_num(np.asarray(busy, dtype=float), nan=0.0), idle_a)
-    problem = MixProblem(
+    return MixProblem(
         demand_rps=np.array([b.demand_rps for b in buckets], dtype=float),
         capacity_rps=capacity,
         group=np.array([c.group for c in choices], dtype=np.int64),
@@ -185,36 +272,55 @@ def _solve(choices: list[Choice], groups: list[Group], buckets: list[BucketLoad]
         headroom=headroom, time_limit_s=time_limit_s,
         bucket_names=[b.name for b in buckets], group_names=[g.accelerator for g in groups],
         candidate_names=[c.name for c in choices])
-    return solve_mix(problem)
 
 
 def _recheck(families: list[Family], choices: list[Choice], buckets: list[BucketLoad],
-             capacity: FloatArray, mix: MixResult, headroom: float) -> tuple[Served, ...]:
-    """Each routed (bucket, candidate) through the serving model again, at the occupancy the
-    plan gives one replica. The mix counts load as shares of capacity that add up over the
-    buckets a replica carries (Mélange's model), so each bucket is priced at that total share
-    of its own goodput."""
+             capacity: FloatArray, mixes: list[tuple[FloatArray, MixResult]],
+             headroom: float) -> list[tuple[Served, ...]]:
+    """Each routed (bucket, candidate) of each mix through the serving model again, at the
+    occupancy the mix gives one replica; a mix comes with its (buckets,) demand in requests/s
+    (the buckets' own `demand_rps` is not used). The mix counts load as shares of capacity
+    that add up over the buckets a replica carries (Mélange's model), so each bucket is priced
+    at that total share of its own goodput. One serving-model call per (candidate, bucket),
+    vectorised over the mixes that route it."""
     by_key = {f.key: f for f in families}
-    out = []
-    for c, ch in enumerate(choices):
-        n = int(mix.replicas[c])
-        if n == 0:
-            continue
-        fraction = float(mix.load[c]) * (1.0 - headroom) / n
-        fam = by_key[ch.family]
-        rep = build_replica(fam.arch, fam.device, tp=ch.tp, pp=ch.pp, ep=ch.ep,
-                            weight_precision=ch.precision, tokens_per_step=ch.prefill_chunk)
-        for b, bucket in enumerate(buckets):
+    # (candidate, bucket) -> (mix index, load fraction of a replica) of each mix routing it.
+    uses: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for k, (_, mix) in enumerate(mixes):
+        for c in np.flatnonzero(mix.replicas > 0).tolist():
+            fraction = float(mix.load[c]) * (1.0 - headroom) / int(mix.replicas[c])
+            for b in np.flatnonzero(mix.routing[:, c] > 0).tolist():
+                uses.setdefault((c, b), []).append((k, fraction))
+    out: list[list[Served]] = [[] for _ in mixes]
+    replicas: dict[int, Replica] = {}
+    for (c, b), routed in sorted(uses.items()):
+        ch = choices[c]
+        if c not in replicas:
+            fam = by_key[ch.family]
+            replicas[c] = build_replica(fam.arch, fam.device, tp=ch.tp, pp=ch.pp, ep=ch.ep,
+                                        weight_precision=ch.precision,
+                                        tokens_per_step=ch.prefill_chunk)
+        bucket = buckets[b]
+        rates = np.array([max(f * capacity[c, b], 1e-9) for _, f in routed])
+        # A lone rate goes in as a scalar: the fixed point then iterates exactly as for one
+        # plan, whatever other mixes would need.
+        res = serve_load(replicas[c], bucket.load.at_rate(rates if len(routed) > 1
+                                                          else rates[0]),
+                         max_batch=ch.max_batch, token_budget=ch.prefill_chunk)
+        ratio, term = slo_slack(res, bucket.slo)
+        for i, (k, fraction) in enumerate(routed):
+            demand, mix = mixes[k]
             share = float(mix.routing[b, c])
-            if share <= 0:
-                continue
-            res = serve_load(rep, bucket.load.at_rate(max(fraction * capacity[c, b], 1e-9)),
-                             max_batch=ch.max_batch, token_budget=ch.prefill_chunk)
-            ratio, term = slo_slack(res, bucket.slo)
-            out.append(Served(bucket.name, b, c, share, bucket.demand_rps * share / n, fraction,
-                              float(res.ttft.p99), float(res.tpot.p99), float(res.e2e.p99),
-                              float(ratio), str(term)))
-    return tuple(out)
+            out[k].append(Served(
+                bucket.name, b, c, share, float(demand[b]) * share / int(mix.replicas[c]),
+                fraction, _at(res.ttft.p99, i), _at(res.tpot.p99, i), _at(res.e2e.p99, i),
+                _at(ratio, i), str(np.asarray(term, dtype=object).reshape(-1)[i])))
+    return [tuple(s) for s in out]
+
+
+def _at(values: FloatArray, i: int) -> float:
+    """Element i of a result vectorised over rates (a 0-d result for a single rate)."""
+    return float(np.asarray(values, dtype=float).reshape(-1)[i])
 
 
 def _place(choices: list[Choice], groups: list[Group], mix: MixResult,
