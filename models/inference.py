@@ -142,8 +142,8 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     Per stage: roofline of each operator, TP all-reduces and EP all-to-alls (not overlapped
     with compute, as in decode), and the host's kernel launches: in an engine with CUDA
     graphs they hide behind the device's work unless they take longer (the CPU-bound regime
-    of small batches); in one without, each kernel's launch adds to the step. Then the stages run one after another,
-    and the engine's fixed per-step host time is added once.
+    of small batches); in one without, each kernel's launch adds to the step. Then the
+    stages run one after another, and the engine's fixed per-step host time is added once.
     """
     arch, dev, par = rep.arch, rep.device, rep.par
     eff, engine = dev.efficiency, dev.engine
