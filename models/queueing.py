@@ -20,6 +20,7 @@ marked unstable with its capacity, not an exception. The discrete-event simulati
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,15 +132,17 @@ def _poisson_cdf(k: FloatArray, mean: FloatArray) -> FloatArray:
     return np.asarray(gammaincc(k + 1.0, np.maximum(mean, 1e-300)), dtype=np.float64)
 
 
-def poisson_ppf(q: float, mean: FloatArray) -> FloatArray:
-    """Smallest k with P(X <= k) >= q for X ~ Poisson(mean), by integer bisection on the CDF
-    (scipy.stats' ppf, without importing scipy.stats: it costs half a second at start-up)."""
-    m = arr(mean)
+def poisson_ppf(q: ArrayLike, mean: ArrayLike) -> FloatArray:
+    """Smallest k with P(X <= k) >= q for X ~ Poisson(mean) (q and mean broadcast), by integer
+    bisection on the CDF (scipy.stats' ppf, without importing scipy.stats: it costs half a
+    second at start-up)."""
+    prob = arr(q)
+    m = np.broadcast_to(arr(mean), np.broadcast_shapes(np.shape(mean), prob.shape))
     lo = np.full(m.shape, -1.0)
     hi = np.ceil(m + 12.0 * np.sqrt(m) + 30.0)
     while np.any(hi - lo > 1):
         mid = np.floor((lo + hi) / 2.0)
-        below = _poisson_cdf(mid, m) < q
+        below = _poisson_cdf(mid, m) < prob
         lo = np.where(below & (hi - lo > 1), mid, lo)
         hi = np.where(~below & (hi - lo > 1), mid, hi)
     return arr(hi)
@@ -161,6 +164,25 @@ def _step(rep: Replica, b: FloatArray, prefill_per_step: FloatArray, starts_per_
     if spec is not None and spec.draft_len:
         t = t + np.where(b > 0, draft_cost(rep, spec, micro_batch(b, rep.par.pp), ctx)[0], 0.0)
     return t
+
+
+_Steps = tuple[FloatArray, FloatArray, FloatArray]
+"""Steps as `_step` takes them: (sequences decoding, prompt tokens, prompts started)."""
+
+
+def _steps(rep: Replica, groups: list[_Steps], ctx: FloatArray, spec: SpecDecode | None) \
+        -> list[FloatArray]:
+    """Step lengths (s) of several groups of steps in one `_step` evaluation: the model's
+    fixed cost per call, which rules at the small arrays of a search, is paid once. Each
+    group's arrays broadcast to one leading axis that enumerates its steps, in front of the
+    candidates' axes; each group's lengths come back with that axis first."""
+    shapes = [np.broadcast_shapes(*(np.shape(x) for x in g)) for g in groups]
+    tail = np.broadcast_shapes(*(s[1:] for s in shapes))
+    b, tokens, starts = (np.concatenate([np.broadcast_to(x, (s[0], *tail))
+                                         for x, s in zip(column, shapes, strict=True)])
+                         for column in zip(*groups, strict=True))
+    length = _step(rep, b, tokens, starts, ctx, spec)
+    return np.split(length, np.cumsum([s[0] for s in shapes])[:-1])
 
 
 # Prompt chunks one step may carry, enumerated for the Poisson mixture of step contents.
@@ -201,6 +223,21 @@ def _count_pmf(mean: FloatArray, kmax: int, arrival_cv: float = 1.0) -> FloatArr
     return arr(pmf)
 
 
+def _mix_steps(b: FloatArray, chunks_per_step: FloatArray, chunk: FloatArray,
+               free: FloatArray, arrival_cv: float = 1.0) -> tuple[FloatArray, _Steps]:
+    """The steps of a mixture (see `_step_mix`): the probability that a step carries k = 0,
+    1, ... prompt chunks, and what such a step carries (k along axis 0)."""
+    prob = _count_pmf(chunks_per_step, _MAX_CHUNKS, arrival_cv)
+    k = np.arange(_MAX_CHUNKS + 1).reshape((-1,) + (1,) * max(np.ndim(b), np.ndim(chunk)))
+    tokens = np.minimum(k * chunk, free)
+    return prob, (b, tokens, np.minimum(k, tokens / np.maximum(chunk, 1.0)))
+
+
+def _mix_of(prob: FloatArray, length: FloatArray) -> _StepMix:
+    """The mixture of the steps `_mix_steps` describes, given their lengths (s)."""
+    return _StepMix(prob, np.broadcast_to(length, np.broadcast(prob, length).shape))
+
+
 def _step_mix(rep: Replica, b: FloatArray, chunks_per_step: FloatArray, chunk: FloatArray,
               free: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
               arrival_cv: float = 1.0) -> _StepMix:
@@ -208,19 +245,23 @@ def _step_mix(rep: Replica, b: FloatArray, chunks_per_step: FloatArray, chunk: F
     `chunks_per_step` per step, at most `free` prompt tokens riding in one step. A roofline
     is convex in the tokens it carries, so the mean step is the mixture's mean, not the step
     at the mean load (which would let small prompt loads ride free under the memory roof)."""
-    prob = _count_pmf(chunks_per_step, _MAX_CHUNKS, arrival_cv)
-    k = np.arange(_MAX_CHUNKS + 1).reshape((-1,) + (1,) * max(np.ndim(b), np.ndim(chunk)))
-    tokens = np.minimum(k * chunk, free)
-    length = _step(rep, b, tokens, np.minimum(k, tokens / np.maximum(chunk, 1.0)), ctx, spec)
-    return _StepMix(prob, np.broadcast_to(length, np.broadcast(prob, length).shape))
+    prob, steps = _mix_steps(b, chunks_per_step, chunk, free, arrival_cv)
+    return _mix_of(prob, _step(rep, *steps, ctx, spec))
 
 
 def _mixture_quantile(q: float, weights: FloatArray, shift: FloatArray, width: FloatArray,
                       cap: FloatArray) -> FloatArray:
-    """Quantile of a mixture of uniforms U(shift, shift + width) (axis 0 enumerates the
+    """One quantile of a mixture of uniforms (see `_mixture_quantiles`)."""
+    return _mixture_quantiles((q,), weights, shift, width, cap)[0]
+
+
+def _mixture_quantiles(qs: Iterable[float], weights: FloatArray, shift: FloatArray,
+                       width: FloatArray, cap: FloatArray) -> list[FloatArray]:
+    """Quantiles `qs` of a mixture of uniforms U(shift, shift + width) (axis 0 enumerates the
     components), at most `cap`. The mixture's CDF is piecewise linear between the components'
     ends: sort the ends, accumulate the density, and interpolate inside the segment where the
-    CDF crosses `q` (exact, and one sort instead of a bisection over every component)."""
+    CDF crosses each q (exact, and one sort for all of them instead of a bisection over every
+    component)."""
     lo = np.min(shift, axis=0)
     w = np.maximum(width, 1e-15)
     ends = np.concatenate([shift, shift + w])
@@ -232,75 +273,162 @@ def _mixture_quantile(q: float, weights: FloatArray, shift: FloatArray, width: F
     # CDF at each sorted end: the density integrated over the segments before it.
     cdf = np.concatenate([np.zeros_like(x[:1]),
                           np.cumsum(slope[:-1] * np.diff(x, axis=0), axis=0)])
-    k = np.clip(np.sum(cdf < q, axis=0) - 1, 0, x.shape[0] - 1)[np.newaxis]
-    x_k = np.take_along_axis(x, k, axis=0)[0]
-    x_next = np.take_along_axis(x, np.minimum(k + 1, x.shape[0] - 1), axis=0)[0]
-    cdf_k = np.take_along_axis(cdf, k, axis=0)[0]
-    slope_k = np.take_along_axis(slope, k, axis=0)[0]
-    inside = x_k + (q - cdf_k) / np.where(slope_k > 0, slope_k, np.inf)
-    value = np.where(slope_k > 0, np.minimum(inside, x_next), x_next)
-    value = np.minimum(value, np.max(x, axis=0))
-    return arr(np.maximum(np.minimum(value, np.maximum(cap, lo + 1e-12)), lo))
+    top = np.max(x, axis=0)
+    limit = np.maximum(cap, lo + 1e-12)
+    out = []
+    for q in qs:
+        k = np.clip(np.sum(cdf < q, axis=0) - 1, 0, x.shape[0] - 1)[np.newaxis]
+        x_k = np.take_along_axis(x, k, axis=0)[0]
+        x_next = np.take_along_axis(x, np.minimum(k + 1, x.shape[0] - 1), axis=0)[0]
+        cdf_k = np.take_along_axis(cdf, k, axis=0)[0]
+        slope_k = np.take_along_axis(slope, k, axis=0)[0]
+        inside = x_k + (q - cdf_k) / np.where(slope_k > 0, slope_k, np.inf)
+        value = np.where(slope_k > 0, np.minimum(inside, x_next), x_next)
+        value = np.minimum(value, top)
+        out.append(arr(np.maximum(np.minimum(value, limit), lo)))
+    return out
 
 
 def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
           token_budget: ArrayLike | None = None, spec: SpecDecode | None = None) -> LoadResult:
     """Latency percentiles, batch and stability of `rep` under `load`."""
-    engine = rep.device.engine
-    lam = np.maximum(load.rate_rps, 1e-12)
-    i_mean = np.maximum(load.input_len.mean * (1.0 - load.prefix_hit), 1.0)
-    o = load.output_len
-    budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget)
-    kv_per_seq = load.input_len.mean + (o.mean if engine.reserve_kv_for_output
-                                        else o.mean / 2.0)
-    slots = np.minimum(arr(engine.max_batch if max_batch is None else max_batch),
-                       np.floor(rep.memory.kv_capacity_tokens / kv_per_seq))
-    slots = np.maximum(slots, 1.0)
-    steps = _decode_steps(o, spec)
-    n_steps = np.maximum(steps, 1.0)
-    ctx = load.input_len.mean + o.mean / 2.0
-    per_token = 1.0 if spec is None else spec.expected_tokens
+    return _serve_at(_Server.of(rep, load, max_batch, token_budget, spec), arr(load.rate_rps))
 
-    # Capacity: every slot busy. Prompts then arrive at slots / decode_steps per step, so a
-    # step carries slots * input / decode_steps prompt tokens on average whatever its length;
-    # the token budget caps the batch at budget / (1 + input / decode_steps).
-    full = np.minimum(slots, np.maximum(np.floor(budget / (1.0 + i_mean / n_steps)), 1.0))
-    free_full = np.maximum(budget - full, 1.0)
-    chunk_full = np.minimum(i_mean, free_full)
-    chunks_full = (full / n_steps) * np.ceil(i_mean / free_full)
-    t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
-    # A replica whose weights do not fit serves nothing.
-    capacity = np.where(rep.memory.fits, full / (n_steps * t_full), 0.0)
-    util = lam / np.maximum(capacity, 1e-300)
-    stable = util < 1.0
-    lam_eff = np.maximum(np.minimum(lam, capacity * (1.0 - 1e-6)), 1e-12)
 
-    # Fixed point for the mean step length tau (the batch follows from it by Little's law,
-    # b = min(lam * steps * tau, slots)): tau = F(tau), where F is the mean of the step-length
-    # mixture at that batch. F is increasing with slope below 1 under capacity, so plain
-    # iteration converges monotonically (slowly near capacity, where the slope nears 1);
-    # Steffensen's extrapolation from two iterations jumps most of the way each round.
-    def step_mean(tau: FloatArray) -> tuple[FloatArray, _StepMix]:
-        b = np.minimum(lam_eff * steps * tau, slots)
-        free = np.maximum(budget - b, 1.0)
-        n_chunks = np.ceil(i_mean / free)
-        mix = _step_mix(rep, b, lam_eff * tau * n_chunks, i_mean / n_chunks, free, ctx, spec,
-                        load.arrival_cv)
-        return mix.mean, mix
+def _serve_at(server: _Server, rate_rps: FloatArray) -> LoadResult:
+    """`serve` at `rate_rps` requests/s."""
+    return _result(server, rate_rps, _Settling(server, server.lam_eff(rate_rps)).tau())
 
-    tau, mix = step_mean(arr(np.full(np.shape(lam_eff * slots * budget), 1e-2)))
-    for _ in range(_FIXED_POINT_ITERATIONS):
-        x1, _mix = step_mean(tau)
-        x2, mix = step_mean(x1)
+
+class _Settling:
+    """The fixed point for the mean step length, iterated on many rates at once, one round at
+    a time as far as the sets of rates asked for need.
+
+    tau = F(tau), where F is `_Server.step_mean`. F is increasing with slope below 1 under
+    capacity, so plain iteration converges monotonically (slowly near capacity, where the
+    slope nears 1); Steffensen's extrapolation from two iterations jumps most of the way each
+    round. A set of rates iterated on its own stops at the first round where all of them
+    have settled, with that round's second iterate (after the last round, its extrapolation);
+    `tau` reads that off for any set. The arithmetic is element by element, so one iteration
+    serves several sets (a bisection's possible rates) with the numbers each would get alone
+    (to the last bit, except that numpy sums a lone candidate's step mixture in another order
+    than a wider array's).
+    """
+
+    def __init__(self, server: _Server, lam_eff: FloatArray) -> None:
+        self._server = server
+        self._lam_eff = lam_eff
+        init = arr(np.full(np.shape(lam_eff * server.slots * server.budget), 1e-2))
+        self._tau, _mix = server.step_mean(lam_eff, init)
+        self._x2: list[FloatArray] = []
+        self._settled: list[BoolArray] = []
+
+    def _round(self) -> None:
+        tau = self._tau
+        x1, _mix = self._server.step_mean(self._lam_eff, tau)
+        x2, _mix = self._server.step_mean(self._lam_eff, x1)
         d1, d2 = x1 - tau, x2 - x1
-        if np.all(np.abs(d2) <= _SETTLED * x2):
-            tau = x2
-            break
+        self._x2.append(x2)
+        self._settled.append(np.asarray(np.abs(d2) <= _SETTLED * x2, dtype=bool))
         ratio = np.divide(d2, d1, out=np.zeros_like(d2), where=d1 != 0)
         jump = x2 + d2 * ratio / np.where((ratio > 0) & (ratio < 1), 1.0 - ratio, 1.0)
         ok = (ratio > 0) & (ratio < 1) & np.isfinite(jump) & (jump > 0)
-        tau = arr(np.where(ok, jump, x2))
-    tau_final, mix = step_mean(tau)
+        self._tau = arr(np.where(ok, jump, x2))
+
+    def tau(self, members: BoolArray | None = None) -> FloatArray:
+        """Step lengths (s) where the set `members` (a mask; None: every rate) stops, for
+        every rate."""
+        seen = 0
+        while True:
+            for x2, settled in zip(self._x2[seen:], self._settled[seen:], strict=True):
+                if np.all(settled if members is None
+                          else settled[np.broadcast_to(members, settled.shape)]):
+                    return x2
+            seen = len(self._x2)
+            if seen == _FIXED_POINT_ITERATIONS:
+                return self._tau
+            self._round()
+
+
+@dataclass(frozen=True)
+class _Server:
+    """A replica under a request stream whose rate is still open: what `serve` derives from
+    the lengths alone (slots, decode steps, capacity), arrays over candidates."""
+
+    rep: Replica
+    load: Workload
+    spec: SpecDecode | None
+    i_mean: FloatArray
+    """Prompt tokens to prefill per request (the prefix cache's hits taken off)."""
+    budget: FloatArray
+    slots: FloatArray
+    steps: FloatArray
+    """Decode steps of a mean request."""
+    n_steps: FloatArray
+    ctx: FloatArray
+    per_token: float
+    capacity: FloatArray
+    """Highest request rate the replica sustains (requests/s)."""
+
+    @classmethod
+    def of(cls, rep: Replica, load: Workload, max_batch: ArrayLike | None,
+           token_budget: ArrayLike | None, spec: SpecDecode | None) -> _Server:
+        engine = rep.device.engine
+        i_mean = np.maximum(load.input_len.mean * (1.0 - load.prefix_hit), 1.0)
+        o = load.output_len
+        budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget)
+        kv_per_seq = load.input_len.mean + (o.mean if engine.reserve_kv_for_output
+                                            else o.mean / 2.0)
+        slots = np.minimum(arr(engine.max_batch if max_batch is None else max_batch),
+                           np.floor(rep.memory.kv_capacity_tokens / kv_per_seq))
+        slots = np.maximum(slots, 1.0)
+        steps = _decode_steps(o, spec)
+        n_steps = np.maximum(steps, 1.0)
+        ctx = load.input_len.mean + o.mean / 2.0
+        per_token = 1.0 if spec is None else spec.expected_tokens
+
+        # Capacity: every slot busy. Prompts then arrive at slots / decode_steps per step, so
+        # a step carries slots * input / decode_steps prompt tokens on average whatever its
+        # length; the token budget caps the batch at budget / (1 + input / decode_steps).
+        full = np.minimum(slots, np.maximum(np.floor(budget / (1.0 + i_mean / n_steps)), 1.0))
+        free_full = np.maximum(budget - full, 1.0)
+        chunk_full = np.minimum(i_mean, free_full)
+        chunks_full = (full / n_steps) * np.ceil(i_mean / free_full)
+        t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
+        # A replica whose weights do not fit serves nothing.
+        capacity = np.where(rep.memory.fits, full / (n_steps * t_full), 0.0)
+        return cls(rep, load, spec, i_mean, budget, slots, steps, n_steps, ctx, per_token,
+                   capacity)
+
+    def lam_eff(self, rate_rps: FloatArray) -> FloatArray:
+        """The arrival rate the steady state is solved at: past capacity, just under it."""
+        lam = np.maximum(rate_rps, 1e-12)
+        return arr(np.maximum(np.minimum(lam, self.capacity * (1.0 - 1e-6)), 1e-12))
+
+    def step_mean(self, lam_eff: FloatArray, tau: FloatArray) -> tuple[FloatArray, _StepMix]:
+        """The mean step length (s) when steps of mean length `tau` set the batch (Little's
+        law, b = min(lam * steps * tau, slots)), and the mixture of step lengths."""
+        b = np.minimum(lam_eff * self.steps * tau, self.slots)
+        free = np.maximum(self.budget - b, 1.0)
+        n_chunks = np.ceil(self.i_mean / free)
+        mix = _step_mix(self.rep, b, lam_eff * tau * n_chunks, self.i_mean / n_chunks, free,
+                        self.ctx, self.spec, self.load.arrival_cv)
+        return mix.mean, mix
+
+
+def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResult:
+    """Latencies, batch and stability at `rate_rps`, where the fixed point left the mean
+    step at `tau` (s)."""
+    rep, load, spec = server.rep, server.load, server.spec
+    i_mean, budget, slots, steps, n_steps, ctx, per_token, capacity = (
+        server.i_mean, server.budget, server.slots, server.steps, server.n_steps, server.ctx,
+        server.per_token, server.capacity)
+    o = load.output_len
+    lam = np.maximum(rate_rps, 1e-12)
+    util = lam / np.maximum(capacity, 1e-300)
+    stable = util < 1.0
+    lam_eff = server.lam_eff(rate_rps)
+    tau_final, mix = server.step_mean(lam_eff, tau)
     tau = arr(tau_final)
     b = np.minimum(lam_eff * steps * tau, slots)
     free = np.maximum(budget - b, 1.0)
@@ -314,24 +442,38 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     # one), and the batch drifts over its lifetime (the time-average over one service time
     # keeps 2/3 of the variance), which moves every step's KV traffic.
     seen = b + 1.0
-    own_mix = _step_mix(rep, np.minimum(seen, slots), lam_eff * tau * n_chunks, chunk, free,
-                        ctx, spec, load.arrival_cv)
+    db = np.maximum(np.sqrt(b), 1.0)
+    own_prob, own_steps_mix = _mix_steps(np.minimum(seen, slots), lam_eff * tau * n_chunks,
+                                         chunk, free, load.arrival_cv)
+    # An arrival's own prompt rides with n = 0, 1, ... others (see TTFT below).
+    n_max = 16
+    n = np.arange(n_max + 1).reshape((-1,) + (1,) * np.ndim(b))
+    group = np.minimum((n + 1.0) * i_mean, free)
+    # Every step the percentiles below price, in one evaluation of the step model.
+    zero = arr(0.0)
+    own_length, up, down, with_group, prompt_alone = _steps(rep, [
+        own_steps_mix,
+        ((seen + db)[np.newaxis], zero, zero),
+        (np.maximum(seen - db, 1.0)[np.newaxis], zero, zero),
+        (b, group, np.minimum(n + 1.0, group / chunk)),
+        (b[np.newaxis], np.minimum(i_mean, free), arr(1.0))], ctx, spec)
+    own_mix = _mix_of(own_prob, own_length)
     plain = own_mix.length[0]
     one_chunk = own_mix.length[1]
     tpot_mean = own_mix.mean / per_token
     lifetime_chunks = lam_eff * n_chunks * n_steps * own_mix.mean
-    db = np.maximum(np.sqrt(b), 1.0)
-    slope = (_step(rep, seen + db, arr(0.0), arr(0.0), ctx, spec)
-             - _step(rep, np.maximum(seen - db, 1.0), arr(0.0), arr(0.0), ctx, spec)) / \
-        (seen + db - np.maximum(seen - db, 1.0))
+    slope = (up[0] - down[0]) / (seen + db - np.maximum(seen - db, 1.0))
     drift_sd = np.abs(slope) * np.sqrt((2.0 / 3.0) * b)
     bump = np.maximum(one_chunk - plain, 0.0) / n_steps
+    qs = tuple(QUANTILES.values())
+    counts = poisson_ppf(np.reshape(qs, (-1,) + (1,) * np.ndim(lifetime_chunks)),
+                         np.maximum(lifetime_chunks, 1e-12))
 
-    def tpot_q(q: float) -> FloatArray:
-        extra = (poisson_ppf(q, np.maximum(lifetime_chunks, 1e-12)) - lifetime_chunks) * bump
+    def tpot_q(q: float, count: FloatArray) -> FloatArray:
+        extra = (count - lifetime_chunks) * bump
         return arr(tpot_mean + (extra + ndtri(q) * drift_sd) / per_token)
 
-    tpot = Percentiles(tpot_mean, *(tpot_q(q) for q in QUANTILES.values()))
+    tpot = Percentiles(tpot_mean, *(tpot_q(q, c) for q, c in zip(qs, counts, strict=True)))
 
     # ---- TTFT. An arrival lands in a step chosen by length (k chunks with probability
     # p_k * len_k / mean) and waits out a uniform residual of it; its prompt then rides in the
@@ -340,14 +482,11 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     # slot (Erlang C, Allen-Cunneen) and for the prefill budget when prompts outgrow it
     # (Kingman) shift the whole distribution.
     landed = mix.prob * mix.length / np.maximum(mix.mean, 1e-15)          # (K, ...)
-    n_max = 16
     others = _count_pmf(lam_eff * mix.length, n_max, load.arrival_cv)    # (N, K, ...)
-    n = np.arange(n_max + 1).reshape((-1, 1) + (1,) * np.ndim(b))
     # Prompt tokens ahead of and including this one: half the others on average go first.
     ahead = (n / 2.0 + 1.0) * i_mean
     own_steps = np.ceil(ahead / free)
-    group = np.minimum((n + 1.0) * i_mean, free)
-    own = own_steps * _step(rep, b, group, np.minimum(n + 1.0, group / chunk), ctx, spec)
+    own = (own_steps * with_group)[:, np.newaxis]                         # (N, 1, ...)
     weights = others * landed[np.newaxis]                                 # (N, K, ...)
     shift = np.broadcast_to(own, weights.shape)
     width = np.broadcast_to(mix.length[np.newaxis], weights.shape)
@@ -375,16 +514,17 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     flat_s = shift.reshape((-1, *shift.shape[2:]))
     flat_v = width.reshape((-1, *width.shape[2:]))
 
-    def ttft_q(q: float) -> FloatArray:
-        body = _mixture_quantile(q, flat_w, flat_s, flat_v, cap_t)
+    def ttft_q(q: float, body: FloatArray) -> FloatArray:
         cond = wait_mean / p_wait
         w = np.where(q <= 1.0 - p_wait, 0.0,
                      cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
         longer = np.ceil(np.maximum(load.input_len.quantile(q) * (1.0 - load.prefix_hit), 1.0)
-                         / free) * _step(rep, b, np.minimum(i_mean, free), arr(1.0), ctx, spec)
+                         / free) * prompt_alone[0]
         return arr(np.maximum(body, longer) + w)
 
-    ttft = Percentiles(ttft_mean, *(ttft_q(q) for q in QUANTILES.values()))
+    bodies = _mixture_quantiles(qs, flat_w, flat_s, flat_v, cap_t)
+    ttft = Percentiles(ttft_mean, *(ttft_q(q, body)
+                                    for q, body in zip(qs, bodies, strict=True)))
 
     # ---- End to end: TTFT plus decoding the output at the batch's step time.
     e2e_mean = ttft_mean + steps * tau
@@ -454,27 +594,74 @@ def slo_slack(result: LoadResult, slo: Slo) -> tuple[FloatArray, np.ndarray]:
     return np.max(stack, axis=0), labels
 
 
+# What one run of the fixed point costs besides its rates, in candidate-rates: the serving
+# model's fixed cost per call, which rules at the small arrays of a search (a rough figure:
+# it only sets how far `goodput` looks ahead, never its answer).
+_RUN_OVERHEAD_RATES = 200.0
+
+
+def _lookahead(candidates: int) -> int:
+    """Bisection steps to iterate the fixed point for at once: a run for d steps takes the
+    2**d - 1 rates they may visit per candidate; the depth with the least cost per step."""
+    return min(range(1, 7),
+               key=lambda d: (_RUN_OVERHEAD_RATES + candidates * (2**d - 1)) / d)
+
+
 def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | None = None,
             token_budget: ArrayLike | None = None, spec: SpecDecode | None = None,
             iterations: int = 30) -> tuple[FloatArray, np.ndarray, LoadResult]:
     """Highest request rate per replica that meets `slo` (0 where even a trickle misses it),
     what binds at that rate ("capacity" or the SLO term), and the result there. Bisection on
-    the rate, vectorised over candidates."""
-    probe = serve(rep, load.at_rate(1e-6), max_batch=max_batch, token_budget=token_budget,
-                  spec=spec)
-    hi = probe.capacity_rps * (1.0 - 1e-6)
+    the rate, vectorised over candidates.
+
+    Each step takes the rates and reaches the results of one `serve` call per step; the
+    fixed point of the step length is iterated for the next few steps' possible rates at once
+    (see `_Settling`, `_lookahead`), and each step reads its own off that run."""
+    server = _Server.of(rep, load, max_batch, token_budget, spec)
+    hi = server.capacity * (1.0 - 1e-6)
     lo = np.zeros_like(hi)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2.0
-        res = serve(rep, load.at_rate(np.maximum(mid, 1e-9)), max_batch=max_batch,
-                    token_budget=token_budget, spec=spec)
-        ok = (slo_slack(res, slo)[0] <= 1.0) & res.stable
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
-    final = serve(rep, load.at_rate(np.maximum(lo, 1e-9)), max_batch=max_batch,
-                  token_budget=token_budget, spec=spec)
-    _slack, term = slo_slack(serve(rep, load.at_rate(np.maximum(hi, 1e-9)), max_batch=max_batch,
-                                  token_budget=token_budget, spec=spec), slo)
+    done = 0
+    # numpy sums a lone candidate's step mixtures pairwise but a wider array's in order: a
+    # lone candidate keeps one rate per run, as `serve` has it, to keep its last bits.
+    lone = np.size(hi) == 1
+    lookahead = 1 if lone else _lookahead(int(np.size(hi)))
+    while done < iterations:
+        depth = min(lookahead, iterations - done)
+        # The midpoints the next `depth` steps may visit, level by level; the children of the
+        # node (a, b) at position p are (a, mid) at 2p (the SLO missed) and (mid, b) at 2p + 1.
+        spans, mids = [(lo, hi)], []
+        for _ in range(depth):
+            level = [(a + b) / 2.0 for a, b in spans]
+            mids.append(level)
+            spans = [half for (a, b), m in zip(spans, level, strict=True)
+                     for half in ((a, m), (m, b))]
+        flat = [m for level in mids for m in level]
+        rates = np.maximum(np.stack(np.broadcast_arrays(*flat)), 1e-9)
+        settling = _Settling(server, server.lam_eff(rates))
+        node = np.zeros(np.shape(hi), dtype=np.int64)
+        first = 0
+        for level in mids:
+            index = first + node
+            tau = _pick(settling.tau(_members(rates, index)), index)
+            res = _result(server, _pick(rates, index), tau)
+            ok = (slo_slack(res, slo)[0] <= 1.0) & res.stable
+            mid = _pick(np.stack(np.broadcast_arrays(*level)), node)
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
+            first += len(level)
+            node = 2 * node + ok
+        done += depth
+    # The trickle, the answer and the rate just past it: three sets of rates, one run.
+    ends = (arr(1e-6), np.maximum(lo, 1e-9), np.maximum(hi, 1e-9))
+    if lone:
+        probe, final, past = (_serve_at(server, rate) for rate in ends)
+    else:
+        stacked = np.stack(np.broadcast_arrays(*ends))
+        settling = _Settling(server, server.lam_eff(stacked))
+        taus = np.stack([settling.tau(_members(stacked, k))[k] for k in range(3)])
+        at_ends = _result(server, stacked, taus)
+        probe, final, past = (_row(at_ends, k) for k in range(3))
+    _slack, term = slo_slack(past, slo)
     near_cap = lo >= probe.capacity_rps * 0.98
     binding = np.where(near_cap, "capacity", term).astype(object)
     trickle_fails = slo_slack(probe, slo)[0] > 1.0
@@ -483,6 +670,35 @@ def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | No
     binding = np.where(rep.memory.fits, binding, "memory").astype(object)
     rate = np.where(rep.memory.fits, rate, 0.0)
     return rate, binding, final
+
+
+def _members(stacked: FloatArray, index: ArrayLike) -> BoolArray:
+    """Mask of the rows `index` (per candidate) of an array stacked along axis 0."""
+    rows = np.arange(stacked.shape[0]).reshape((-1,) + (1,) * (stacked.ndim - 1))
+    return np.broadcast_to(rows == index, stacked.shape)
+
+
+def _row(result: LoadResult, k: int) -> LoadResult:
+    """Row `k` of results stacked along axis 0 (arrays that do not vary along it, such as
+    the capacity, broadcast)."""
+    shape = np.shape(result.step_s)
+
+    def at(value: FloatArray) -> FloatArray:
+        return np.array(np.broadcast_to(value, shape)[k], dtype=np.float64)
+
+    def pct(p: Percentiles) -> Percentiles:
+        return Percentiles(at(p.mean), at(p.p50), at(p.p90), at(p.p99))
+
+    return LoadResult(pct(result.ttft), pct(result.tpot), pct(result.e2e), at(result.batch),
+                      at(result.step_s), at(result.utilization), at(result.capacity_rps),
+                      np.array(np.broadcast_to(result.stable, shape)[k], dtype=bool),
+                      at(result.output_tok_s),
+                      at(result.queue_wait_s))
+
+
+def _pick(stacked: FloatArray, index: np.ndarray) -> FloatArray:
+    """Row `index` (per candidate) of an array stacked along axis 0."""
+    return arr(np.take_along_axis(stacked, index[np.newaxis], axis=0)[0])
 
 
 def closed_loop(rep: Replica, *, concurrency: ArrayLike, input_len: ArrayLike,

@@ -20,7 +20,13 @@ import numpy as np
 from ..hardware.llm import ModelArch
 from ..models.arrays import BoolArray, FloatArray
 from ..models.device import Device
-from ..models.inference import IDLE_POWER_FRACTION, build_replica, max_throughput, static
+from ..models.inference import (
+    IDLE_POWER_FRACTION,
+    Replica,
+    build_replica,
+    max_throughput,
+    static,
+)
 from ..models.queueing import QUANTILES, Lengths, Slo, Workload, goodput
 from ..models.transformer import parallel_fits
 
@@ -135,13 +141,14 @@ def grid(family: Family, space: SearchSpace) -> dict[str, np.ndarray]:
             "max_batch": mb.astype(np.int64), "prefill_chunk": ch.astype(np.int64)}
 
 
-def _floor_ratio(bucket: BucketLoad, ttft_at: dict[str, FloatArray],
+def _floor_ratio(slo: Slo, output_len: Lengths, ttft_at: dict[str, FloatArray],
                  tpot_mean: FloatArray) -> tuple[FloatArray, np.ndarray]:
     """The worst ratio of one request's own latency (no queueing, no other requests) to each
-    objective: a lower bound on what it sees under load."""
+    objective: a lower bound on what it sees under load. Arrays over candidates and buckets
+    that share the objectives `slo` (`output_len` over those buckets)."""
     ratios, names = [], []
-    o = bucket.load.output_len
-    for metric, pct, bound in bucket.slo.items():
+    o = output_len
+    for metric, pct, bound in slo.items():
         if metric == "ttft":
             value = ttft_at[pct]
         elif metric == "tpot":
@@ -180,16 +187,43 @@ class Screen:
         return int(self.floor.size)
 
 
+def _replica(family: Family, rows: dict[str, np.ndarray]) -> Replica:
+    """The family's replicas of the grid rows `rows`, one per row along axis 0 (shape
+    (rows, 1), to broadcast against buckets along axis 1)."""
+    col = {k: v[:, np.newaxis] for k, v in rows.items()}
+    return build_replica(family.arch, family.device, tp=col["tp"], pp=col["pp"], ep=col["ep"],
+                         weight_precision=col["precision"],
+                         tokens_per_step=col["prefill_chunk"])
+
+
+def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's distinct replicas (format, parallelism and prefill chunk, which set the
+    memory plan and step times; the batch limit does not): the first row of each, and which
+    of them each row is."""
+    codes, sizes = [], []
+    for axis in ("precision", "tp", "pp", "ep", "prefill_chunk"):
+        values, code = np.unique(g[axis].astype(str) if axis == "precision" else g[axis],
+                                 return_inverse=True)
+        codes.append(code.reshape(-1))
+        sizes.append(max(values.size, 1))
+    key = np.ravel_multi_index(codes, sizes)
+    _keys, first, which = np.unique(key, return_index=True, return_inverse=True)
+    return first, which.reshape(-1)
+
+
 def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Screen:
-    """Mask and rank the family's whole grid on every bucket in a few vectorised passes."""
+    """Mask and rank the family's whole grid on every bucket in a few vectorised passes.
+    What does not depend on the batch limit (the memory plan, one request alone) is evaluated
+    once per distinct replica."""
     g = grid(family, space)
     n_grid = int(g["tp"].size)
-    dev = family.device
-    col = {k: v[:, np.newaxis] for k, v in g.items()}
-    rep = build_replica(family.arch, dev, tp=col["tp"], pp=col["pp"], ep=col["ep"],
-                        weight_precision=col["precision"], tokens_per_step=col["prefill_chunk"])
-    fits = np.broadcast_to(rep.memory.fits, col["tp"].shape)[:, 0] if n_grid else \
-        np.zeros(0, dtype=bool)
+    first, which = _replica_shapes(g)
+    fits_shape = np.broadcast_to(_replica(family, {k: v[first] for k, v in g.items()})
+                                 .memory.fits, (first.size, 1))[:, 0]
+    fits = fits_shape[which]
+    # The fitting rows, and for each the index of its replica among the fitting ones.
+    shapes = {k: v[first[fits_shape]] for k, v in g.items()}
+    shape_of = (np.cumsum(fits_shape) - 1)[which[fits]]
     g = {k: v[fits] for k, v in g.items()}
     n_fit = int(g["tp"].size)
     nb = len(buckets)
@@ -197,38 +231,52 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
         none = np.zeros((n_fit, nb))
         return Screen(g, n_grid, np.zeros(n_fit), np.zeros(n_fit), none + np.inf,
                       np.full((n_fit, nb), "memory", dtype=object), none + np.inf)
-    col = {k: v[:, np.newaxis] for k, v in g.items()}
-    rep = build_replica(family.arch, dev, tp=col["tp"], pp=col["pp"], ep=col["ep"],
-                        weight_precision=col["precision"], tokens_per_step=col["prefill_chunk"])
     devices = (g["tp"] * g["pp"]).astype(float)
     cost = devices * family.price_usd_h
 
-    # ---- Screen: (candidates, buckets) in a few vectorised passes.
-    i_mean = np.array([b.load.input_len.mean for b in buckets], dtype=float)[np.newaxis]
+    # ---- One request alone, per distinct replica: its TTFT at each percentile's prompt and,
+    # for every TPOT percentile, the median prompt's decode step; the worst latency over
+    # objective it reaches is a floor under load. Percentiles and buckets with the same
+    # lengths (fixed lengths have one prompt for every percentile) share one evaluation.
+    i_len = Lengths(np.array([float(b.load.input_len.mean) for b in buckets]),
+                    np.array([float(b.load.input_len.cv) for b in buckets]))
     o_mean = np.array([b.load.output_len.mean for b in buckets], dtype=float)[np.newaxis]
     hit = np.array([b.load.prefix_hit for b in buckets], dtype=float)[np.newaxis]
-    ttft_at, tpot_at = {}, {}
-    for pct, q in QUANTILES.items():
-        i_q = np.array([b.load.input_len.quantile(q) for b in buckets], dtype=float)
-        alone = static(rep, batch=1, input_len=np.maximum(i_q[np.newaxis] * (1 - hit), 1.0),
-                       output_len=o_mean)
-        ttft_at[pct], tpot_at[pct] = alone.ttft_s, alone.tpot_s
-    # The median prompt's decode step: a floor for every TPOT percentile.
-    tpot_alone = tpot_at["p50"]
-    full = max_throughput(rep, input_len=np.maximum(i_mean * (1 - hit), 1.0), output_len=o_mean,
-                          max_batch=col["max_batch"], prefill_chunk=col["prefill_chunk"])
-    cap = np.where(full.feasible, full.output_tok_s_total / o_mean, 0.0)
-    floor = np.empty((n_fit, len(buckets)))
-    floor_term = np.empty((n_fit, len(buckets)), dtype=object)
-    penalty = np.ones((n_fit, len(buckets)))
+    prompts = np.stack([np.maximum(i_len.quantile(q) * (1 - hit[0]), 1.0)
+                        for q in QUANTILES.values()])                      # (percentiles, nb)
+    lengths = np.stack([prompts, np.broadcast_to(o_mean, prompts.shape)]).reshape(2, -1)
+    distinct, inverse = np.unique(lengths, axis=1, return_inverse=True)
+    alone = static(_replica(family, shapes), batch=1, input_len=distinct[0][np.newaxis],
+                   output_len=distinct[1][np.newaxis])
+    at = inverse.reshape(prompts.shape)
+    ttft_at = {pct: alone.ttft_s[:, at[k]] for k, pct in enumerate(QUANTILES)}
+    tpot_alone = alone.tpot_s[:, at[list(QUANTILES).index("p50")]]
+    floor_shape = np.empty((alone.ttft_s.shape[0], nb))
+    term_shape = np.empty((alone.ttft_s.shape[0], nb), dtype=object)
+    by_slo: dict[Slo, list[int]] = {}
     for k, b in enumerate(buckets):
-        r, t = _floor_ratio(b, {p: v[:, k] for p, v in ttft_at.items()}, tpot_alone[:, k])
-        floor[:, k], floor_term[:, k] = r, t
-        tpot_bounds = [bound for m, _p, bound in b.slo.items() if m == "tpot"]
-        if tpot_bounds:
-            # A full batch slower than the TPOT objective will not run full at the SLO: rank
-            # it by the share of its batch the objective leaves (a ranking, not a prediction).
-            penalty[:, k] = np.maximum(full.tpot_s[:, k] / min(tpot_bounds), 1.0)
+        by_slo.setdefault(b.slo, []).append(k)
+    for slo, ks in by_slo.items():
+        o_len = Lengths(np.array([float(buckets[k].load.output_len.mean) for k in ks]),
+                        np.array([float(buckets[k].load.output_len.cv) for k in ks]))
+        floor_shape[:, ks], term_shape[:, ks] = _floor_ratio(
+            slo, o_len, {p: v[:, ks] for p, v in ttft_at.items()}, tpot_alone[:, ks])
+    floor, floor_term = floor_shape[shape_of], term_shape[shape_of]
+
+    # ---- The throughput limit, per candidate: the batch limit, the KV cache and the token
+    # budget keep it full.
+    full = max_throughput(_replica(family, g),
+                          input_len=np.maximum(i_len.mean[np.newaxis] * (1 - hit), 1.0),
+                          output_len=o_mean, max_batch=g["max_batch"][:, np.newaxis],
+                          prefill_chunk=g["prefill_chunk"][:, np.newaxis])
+    cap = np.where(full.feasible, full.output_tok_s_total / o_mean, 0.0)
+    # A full batch slower than the TPOT objective will not run full at the SLO: rank it by
+    # the share of its batch the objective leaves (a ranking, not a prediction).
+    tpot_bound = np.array([min((bound for m, _p, bound in b.slo.items() if m == "tpot"),
+                               default=np.nan) for b in buckets])
+    has_bound = ~np.isnan(tpot_bound)
+    penalty = np.where(has_bound, np.maximum(full.tpot_s / np.where(has_bound, tpot_bound, 1.0),
+                                             1.0), 1.0)
     ok = (floor <= 1.0) & (cap > 0)
     score = np.where(ok, cost[:, np.newaxis] * penalty / np.maximum(cap, 1e-300), np.inf)
 
@@ -243,7 +291,6 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
     n_fit = int(g["tp"].size)
     if n_fit == 0 or not buckets:
         return _empty(family, g, n_grid, buckets)
-    dev = family.device
 
     # ---- Shortlist: per bucket the best few by score, and the best of each replica size
     # (small replicas round an integer plan up by less).
@@ -273,7 +320,7 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
             c_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_keep), ks,
                                                            indexing="ij"))
             pair_rep = build_replica(
-                family.arch, dev, tp=sel["tp"][c_idx], pp=sel["pp"][c_idx],
+                family.arch, family.device, tp=sel["tp"][c_idx], pp=sel["pp"][c_idx],
                 ep=sel["ep"][c_idx], weight_precision=sel["precision"][c_idx],
                 tokens_per_step=sel["prefill_chunk"][c_idx])
             load = _stack_loads([buckets[k].load for k in b_idx])
@@ -323,10 +370,7 @@ def _busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[Bucket
     its throughput limit, averaged over the buckets."""
     if sel["tp"].size == 0:
         return np.zeros(0)
-    rep = build_replica(family.arch, family.device, tp=sel["tp"][:, np.newaxis],
-                        pp=sel["pp"][:, np.newaxis], ep=sel["ep"][:, np.newaxis],
-                        weight_precision=sel["precision"][:, np.newaxis],
-                        tokens_per_step=sel["prefill_chunk"][:, np.newaxis])
+    rep = _replica(family, sel)
     i_mean = np.array([b.load.input_len.mean for b in buckets], dtype=float)[np.newaxis]
     o_mean = np.array([b.load.output_len.mean for b in buckets], dtype=float)[np.newaxis]
     est = max_throughput(rep, input_len=i_mean, output_len=o_mean,
