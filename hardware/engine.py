@@ -37,6 +37,9 @@ class EngineProfile:
     sliding_window: bool
     """Whether the engine applies a model's sliding attention window by default."""
     source: str
+    moe_attention_dp: bool = False
+    """Whether MoE models run attention data-parallel across the tensor group (each rank
+    attends for its own sequences; experts stay split over the group)."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_tokens_per_step < 1:
@@ -51,7 +54,8 @@ class EngineProfile:
 
 _FIELDS = ("name", "max_batch", "max_tokens_per_step", "kv_memory_fraction", "runtime_reserve",
            "kernels_per_layer", "graphs", "kernel_launch", "step_overhead",
-           "reserve_kv_for_output", "chunked_prefill", "sliding_window", "source", "inherits")
+           "reserve_kv_for_output", "chunked_prefill", "sliding_window", "moe_attention_dp",
+           "source", "inherits")
 
 
 def parse_engine(f: Fields, engine_id: str,
@@ -91,7 +95,9 @@ def parse_engine(f: Fields, engine_id: str,
                                             up("reserve_kv_for_output")),
             chunked_prefill=f.boolean("chunked_prefill", up("chunked_prefill")),
             sliding_window=f.boolean("sliding_window", up("sliding_window")),
-            source=f.string("source", up("source")))
+            source=f.string("source", up("source")),
+            moe_attention_dp=f.boolean("moe_attention_dp",
+                                       parent.moe_attention_dp if parent else False))
     except ValueError as err:
         if hasattr(err, "file"):
             raise

@@ -63,6 +63,15 @@ def default_kv_precision(device: Device, weight: str) -> str:
     return weight
 
 
+def default_attention_dp(arch: ModelArch, device: Device, tp: ArrayLike) -> FloatArray:
+    """Attention data-parallel groups an engine uses unless told: the whole tensor group for
+    MoE models where the engine runs them that way (`moe_attention_dp`), else one group."""
+    t = arr(tp)
+    if arch.is_moe and device.engine.moe_attention_dp:
+        return t
+    return np.ones_like(t)
+
+
 def micro_batch(seqs: ArrayLike, pp: ArrayLike) -> FloatArray:
     """Sequences in one pipeline micro-batch: the batch split over the `pp` stages, but never
     less than one whole sequence (with fewer sequences than stages, some stages idle)."""
@@ -98,14 +107,18 @@ def precision_arrays(device: Device, weight: ArrayLike, kv: ArrayLike | None,
 def build_replica(arch: ModelArch, device: Device, *, tp: ArrayLike = 1, pp: ArrayLike = 1,
                   ep: ArrayLike = 1, weight_precision: ArrayLike = "bf16",
                   kv_precision: ArrayLike | None = None, kv_offload: bool = False,
-                  tokens_per_step: ArrayLike | None = None) -> Replica:
-    """A replica with its memory plan; `kv_precision` defaults per `default_kv_precision`."""
+                  tokens_per_step: ArrayLike | None = None,
+                  attn_dp: ArrayLike | None = None) -> Replica:
+    """A replica with its memory plan; `kv_precision` defaults per `default_kv_precision`,
+    `attn_dp` (attention data-parallel groups inside the tensor group) per
+    `default_attention_dp`."""
     wb, kb, peak, op_j = precision_arrays(device, weight_precision, kv_precision)
     if not device.engine.sliding_window:
         # The engine attends over the whole context even where the model was trained with a
         # window, so it also caches and reads all of it.
         arch = replace(arch, sliding_window=0, window_layers=0)
-    par = Parallel.of(tp, pp, ep)
+    par = Parallel.of(tp, pp, ep, default_attention_dp(arch, device, tp) if attn_dp is None
+                      else attn_dp)
     fmt = Formats.of(wb, kb, 2.0)
     budget = device.engine.max_tokens_per_step if tokens_per_step is None else tokens_per_step
     plan = plan_memory(arch, device, par, fmt, budget, kv_offload=kv_offload)
@@ -162,7 +175,9 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
         memory = memory + np.where(is_compute, 0.0, t.time)
         flops = flops + op.flops
     fabric = dev.fabric
-    network = ops.allreduces_per_stage * all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
+    network = (ops.allreduces_per_stage * all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
+               + ops.attn_allreduces_per_stage * all_reduce(ops.attn_allreduce_bytes,
+                                                            par.attn_tp, fabric))
     if arch.is_moe:
         network = network + ops.moe_layers_per_stage * all_to_all(
             ops.ep_alltoall_bytes, par.ep, fabric)
@@ -180,8 +195,9 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     stage = np.maximum(device_time, host) if engine.graphs else device_time + host
     cross = par.tp * par.pp > fabric.domain
     p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)
-    # Per-sequence host work (scheduling, sampling, block tables) runs between device steps.
-    seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp
+    # Per-sequence host work (scheduling, sampling, block tables) runs between device steps;
+    # attention data-parallel groups each schedule their own share of the sequences.
+    seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp / par.attn_dp
     serial_host = engine.step_overhead_s + eff.seq_overhead_s * seqs
     total = par.pp * stage + p2p + serial_host
     overhead = par.pp * (stage - device_time) + serial_host

@@ -7,8 +7,12 @@ array that broadcasts, so one call prices a whole grid of candidates.
 
 Parallelism follows the Megatron / TensorRT-LLM layout: attention heads and dense MLPs are split
 `tp` ways; routed experts are split over the same `tp` devices (`ep`-way by expert, `tp/ep`-way
-inside each expert); layers are split `pp` ways. Per-device figures are for one stage; the
-embedding and LM head are charged to the bottleneck stage.
+inside each expert); layers are split `pp` ways. With attention data parallelism (`attn_dp`, as
+SGLang's --enable-dp-attention and TensorRT-LLM's enable_attention_dp run MoE models), the `tp`
+devices form `attn_dp` groups that each run attention for their own share of the sequences,
+heads split `tp/attn_dp` ways inside a group; the token rows are gathered for the MLP or experts
+and scattered back after them. Per-device figures are for one stage; the embedding and LM head
+are charged to the bottleneck stage.
 """
 
 from __future__ import annotations
@@ -56,19 +60,27 @@ class StepShape:
 
 @dataclass(frozen=True)
 class Parallel:
-    """Tensor, pipeline and expert parallel degrees (arrays that broadcast)."""
+    """Tensor, pipeline, expert and attention-data parallel degrees (arrays that broadcast);
+    `attn_dp` divides `tp`."""
 
     tp: FloatArray
     pp: FloatArray
     ep: FloatArray
+    attn_dp: FloatArray
 
     @classmethod
-    def of(cls, tp: ArrayLike = 1, pp: ArrayLike = 1, ep: ArrayLike = 1) -> Parallel:
-        return cls(arr(tp), arr(pp), arr(ep))
+    def of(cls, tp: ArrayLike = 1, pp: ArrayLike = 1, ep: ArrayLike = 1,
+           attn_dp: ArrayLike = 1) -> Parallel:
+        return cls(arr(tp), arr(pp), arr(ep), arr(attn_dp))
 
     @property
     def devices(self) -> FloatArray:
         return self.tp * self.pp
+
+    @property
+    def attn_tp(self) -> FloatArray:
+        """Devices one sequence's attention heads are split over."""
+        return self.tp / self.attn_dp
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,14 @@ class StepOps:
     ops: tuple[Op, ...]
     layers_per_stage: FloatArray
     tp_allreduce_bytes: FloatArray
-    """Bytes each TP all-reduce carries (one per attention and one per MLP block per layer)."""
+    """Bytes each all-reduce over the whole tensor group carries: one per attention and one per
+    MLP block per layer; with attention data parallelism only the MLP block's (the gather of
+    the token rows before it and the scatter after it move the same bytes)."""
     allreduces_per_stage: FloatArray
+    attn_allreduce_bytes: FloatArray
+    """Bytes of each attention block's all-reduce inside its `attn_tp` group (attention data
+    parallelism only; none where each group is one device)."""
+    attn_allreduces_per_stage: FloatArray
     ep_alltoall_bytes: FloatArray
     """Bytes each device sends in the expert dispatch+combine all-to-all, per MoE layer."""
     moe_layers_per_stage: FloatArray
@@ -129,12 +147,13 @@ class StepOps:
         return out
 
 
-def _kv_shards(arch: ModelArch, tp: FloatArray) -> FloatArray:
-    """Devices one layer's KV cache is split over: KV heads split by TP until each device holds
-    one head (then replicated); MLA's shared latent is replicated on every TP rank."""
+def _kv_shards(arch: ModelArch, par: Parallel) -> FloatArray:
+    """Devices one layer's KV cache is spread over, on average per cached token: KV heads split
+    over the attention group until each device holds one head (then replicated), MLA's shared
+    latent replicated on every rank of the group; the `attn_dp` groups hold disjoint sequences."""
     if arch.attention.kind == "mla":
-        return np.ones_like(tp)
-    return np.minimum(tp, float(arch.attention.num_kv_heads))
+        return par.attn_dp * np.ones_like(par.tp)
+    return np.minimum(par.attn_tp, float(arch.attention.num_kv_heads)) * par.attn_dp
 
 
 def kv_bytes_per_token(arch: ModelArch, par: Parallel, fmt: Formats,
@@ -144,7 +163,7 @@ def kv_bytes_per_token(arch: ModelArch, par: Parallel, fmt: Formats,
     With `context`, sliding-window layers only keep the last `window` tokens, so the figure is
     the mean per token for a sequence of that context length.
     """
-    per_layer = arch.attention.kv_values_per_token() * fmt.kv_bytes / _kv_shards(arch, par.tp)
+    per_layer = arch.attention.kv_values_per_token() * fmt.kv_bytes / _kv_shards(arch, par)
     layers = _attended_layers(arch, context)
     return per_layer * layers / par.pp
 
@@ -169,16 +188,18 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
     """Operators of one step for the bottleneck stage, on one device."""
     att = arch.attention
     d = float(arch.hidden)
-    tp, pp = par.tp, par.pp
+    tp, pp, adp = par.tp, par.pp, par.attn_dp
+    attn_tp = par.attn_tp
     lps = arr(arch.layers) / pp
     tokens = shape.tokens
     wb, ab = fmt.weight_bytes, fmt.act_bytes
     ops: list[Op] = []
 
-    # Q/K/V/O projections: dense GEMMs over all tokens.
+    # Q/K/V/O projections: dense GEMMs over each attention group's tokens, weights split over
+    # the group (so attention data parallelism reads them `attn_dp` times over).
     proj_params = float(att.params(arch.hidden))
-    ops.append(Op("qkvo", 2.0 * tokens * proj_params / tp * lps, proj_params * wb / tp * lps,
-                  arr(0.0), tokens * (3.0 * d) * ab / tp * lps, tokens, 3.0))
+    ops.append(Op("qkvo", 2.0 * tokens * proj_params / tp * lps, proj_params * wb / attn_tp * lps,
+                  arr(0.0), tokens * (3.0 * d) * ab / tp * lps, tokens / adp, 3.0))
 
     # Attention itself: scores and weighted values over the context.
     heads = float(att.num_heads)
@@ -204,7 +225,7 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
     attn_act = tokens * heads * q_dims * ab / tp * lps
     ops.append(Op("attention", attn_flops, arr(0.0) * tokens, attn_kv, attn_act,
                   np.maximum(shape.decode_tokens_per_seq * heads / np.minimum(
-                      tp, float(att.num_kv_heads)), 1.0) + shape.prefill_tokens, 1.0,
+                      attn_tp, float(att.num_kv_heads)), 1.0) + shape.prefill_tokens / adp, 1.0,
                   weight_format_math=False))
 
     # Dense MLP layers.
@@ -251,31 +272,41 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
                   6.0 * tokens * d * ab * lps, tokens, 0.0, weight_format_math=False))
 
     ar_bytes = tokens * d * ab
-    return StepOps(tuple(ops), lps, ar_bytes, 2.0 * lps, alltoall, moe_layers_ps,
-                   tokens * d * ab)
+    split = adp > 1.0
+    return StepOps(tuple(ops), lps, ar_bytes, np.where(split, 1.0, 2.0) * lps,
+                   ar_bytes / adp, np.where(split & (attn_tp > 1.0), lps, 0.0),
+                   alltoall, moe_layers_ps, tokens * d * ab)
 
 
 def weight_bytes_per_device(arch: ModelArch, par: Parallel, fmt: Formats) -> FloatArray:
-    """Weights one device holds: layers split by pp, matrices by tp; embeddings and LM head
-    split by tp on the first and last stage (charged to each device of the worst stage)."""
+    """Weights one device holds: layers split by pp, matrices by tp (attention projections by
+    the attention group, `tp / attn_dp`); embeddings and LM head split by tp on the first and
+    last stage (charged to each device of the worst stage)."""
     layer_params = float(arch.params - arch.embedding_params - arch.lm_head_params - arch.hidden)
     edge = float(max(arch.embedding_params, arch.lm_head_params) if not arch.tied_embeddings
                  else arch.embedding_params)
     edge_per_device = np.where(par.pp > 1, edge, float(arch.embedding_params + arch.lm_head_params))
-    return (layer_params / par.pp + edge_per_device) * fmt.weight_bytes / par.tp
+    attn_params = float(arch.attention.params(arch.hidden) * arch.layers)
+    replicated = attn_params / par.pp * (1.0 / par.attn_tp - 1.0 / par.tp)
+    return ((layer_params / par.pp + edge_per_device) / par.tp + replicated) * fmt.weight_bytes
 
 
-def parallel_fits(arch: ModelArch, tp: ArrayLike, pp: ArrayLike, ep: ArrayLike) -> np.ndarray:
-    """Which (tp, pp, ep) the model's shapes allow (boolean array): tp divides the attention
-    heads, and the KV heads and tp divide one another (split, or replicated past them); at most
-    one layer per stage; ep divides the experts and tp (experts spread over the tensor group),
-    and is 1 for a dense model."""
-    t, p, e = (np.asarray(x, dtype=np.int64) for x in (tp, pp, ep))
+def parallel_fits(arch: ModelArch, tp: ArrayLike, pp: ArrayLike, ep: ArrayLike,
+                  attn_dp: ArrayLike = 1) -> np.ndarray:
+    """Which (tp, pp, ep, attn_dp) the model's shapes allow (boolean array): attn_dp divides
+    tp, the attention group (tp / attn_dp) divides the attention heads, and the KV heads and
+    the group divide one another (split, or replicated past them); at most one layer per stage;
+    ep divides the experts and tp (experts spread over the tensor group), and is 1 for a dense
+    model."""
+    t, p, e, a = (np.asarray(x, dtype=np.int64) for x in (tp, pp, ep, attn_dp))
     att = arch.attention
-    ok = (t >= 1) & (p >= 1) & (e >= 1) & (att.num_heads % t == 0) & (p <= arch.layers)
+    ok = (t >= 1) & (p >= 1) & (e >= 1) & (a >= 1) & (p <= arch.layers)
+    ok &= t % np.maximum(a, 1) == 0
+    g = np.maximum(t // np.maximum(a, 1), 1)
+    ok &= att.num_heads % g == 0
     if att.kind == "gqa":
         kv = att.num_kv_heads
-        ok &= (kv % t == 0) | (t % kv == 0)
+        ok &= (kv % g == 0) | (g % kv == 0)
     ok &= t % e == 0
     ok &= (e == 1) if arch.moe is None else (arch.moe.num_experts % e == 0)
     return np.asarray(ok, dtype=bool)

@@ -98,3 +98,45 @@ def test_launches_add_to_the_step_without_cuda_graphs(catalog: Catalog) -> None:
     assert float(eager.time) == pytest.approx(device_s + 324 * 5e-6, rel=1e-3)
     assert float(eager.overhead) == pytest.approx(324 * 5e-6, rel=1e-6)
     assert float(graphed.time) == pytest.approx(device_s, rel=1e-3)
+
+
+def test_attention_data_parallel_splits_sequences_not_heads(catalog: Catalog) -> None:
+    # Qwen3-235B-A22B (94 layers, 4 KV heads of 128, attention projections 71,303,168 params
+    # a layer), fp8 weights and KV (1 B each) over a tensor group of 8.
+    # Tensor-parallel attention splits the 4 KV heads over 8 ranks, so each head sits on 2:
+    #   KV per token per device = 2 * 4 * 128 / 4 shards * 94 layers = 24,064 B
+    # Attention data parallelism (8 groups of 1) keeps each sequence's KV on one rank, whole:
+    #   KV per token per device = 2 * 4 * 128 / 8 ranks  * 94 layers = 12,032 B
+    # but each rank holds the attention projections whole instead of an eighth:
+    #   extra weights = 71,303,168 * 94 * (1 - 1/8) * 1 B = 5,864,685,568 B per device
+    # and schedules its own eighth of the sequences: 800 decode sequences at 10 us of host
+    # time each cost 8e-3 s a step with one scheduler, 1e-3 s with eight.
+    from dataclasses import replace
+
+    from fleetplan.models.transformer import parallel_fits
+
+    arch = catalog.model("qwen3-235b-a22b")
+    host = Efficiency(compute=1.0, gemm_rows_half=0.0, memory=1.0, network=1.0,
+                      seq_overhead_s=10e-6)
+    device = Device(catalog.accelerator("b200"), host, NO_OVERHEAD)
+    tp = build_replica(arch, device, tp=8, weight_precision="fp8")
+    dp = build_replica(arch, device, tp=8, weight_precision="fp8", attn_dp=8)
+    assert float(tp.memory.kv_bytes_per_token) == pytest.approx(24_064, rel=1e-12)
+    assert float(dp.memory.kv_bytes_per_token) == pytest.approx(12_032, rel=1e-12)
+    assert float(dp.memory.weights_bytes - tp.memory.weights_bytes) == \
+        pytest.approx(5_864_685_568, rel=1e-12)
+    shape = StepShape.of(decode_seqs=800, decode_ctx=1000)
+    t_tp, t_dp = step_time(tp, shape), step_time(dp, shape)
+    # (launches take 1e-9 s and replay as graphs, so the overhead is the schedulers' alone)
+    assert float(t_tp.overhead) == pytest.approx(8e-3, rel=1e-6)
+    assert float(t_dp.overhead) == pytest.approx(1e-3, rel=1e-6)
+    # The engine default: attention data parallelism only where the engine runs MoE models so.
+    ad = replace(NO_OVERHEAD, moe_attention_dp=True)
+    assert float(build_replica(arch, Device(device.accelerator, host, ad), tp=8,
+                               weight_precision="fp8").par.attn_dp) == 8.0
+    dense = catalog.model("llama-2-7b")
+    assert float(build_replica(dense, Device(device.accelerator, host, ad), tp=8).par.attn_dp) \
+        == 1.0
+    # Groups must divide the tensor group, and each group must divide the heads.
+    assert parallel_fits(arch, [8, 8, 8], [1, 1, 1], [1, 1, 1], [1, 8, 3]).tolist() == \
+        [True, True, False]
