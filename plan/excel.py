@@ -26,7 +26,8 @@ from pydantic import BaseModel
 from ..hardware.catalog import CATALOG_SECTIONS, load_catalog
 from ..hardware.errors import SpecError
 from . import api, describe
-from .spec import Spec
+from .files import is_model_file
+from .spec import LoadedSpec, Spec
 
 try:
     import xlwings as xw
@@ -402,15 +403,39 @@ def _spec_of(spec: Any) -> str | dict[str, Any]:
     return _nest(pairs)
 
 
+Stamp = tuple[str, int, int]
+"""A file as the plan cache keys it: resolved path, mtime (ns) and size (-1 when missing)."""
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _inputs(loaded: LoadedSpec) -> tuple[Stamp, ...]:
+    """The files a spec reads besides itself (its calibration file, model config files), so
+    that editing one of them solves the plan again."""
+    catalog = load_catalog()
+    names = [w.model for w in loaded.spec.workloads
+             if w.model is not None and is_model_file(catalog, w.model)]
+    if loaded.spec.options.calibration is not None:
+        names.append(loaded.spec.options.calibration)
+    return tuple(_stamp(loaded.folder / name) for name in sorted(set(names)))
+
+
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _plan_file(path: str, mtime_ns: int, size: int,
+def _plan_file(spec: Stamp, inputs: tuple[Stamp, ...],
                accelerators: tuple[str, ...] | None) -> api.PlanResult:
-    """The plan of a spec file, solved again when the file changes (mtime, size)."""
-    return api.plan(path, accelerators=accelerators)
+    """The plan of a spec file, solved again when it or a file it reads changes."""
+    return api.plan(spec[0], accelerators=accelerators)
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _plan_mapping(text: str, accelerators: tuple[str, ...] | None) -> api.PlanResult:
+def _plan_mapping(text: str, inputs: tuple[Stamp, ...],
+                  accelerators: tuple[str, ...] | None) -> api.PlanResult:
     return api.plan(api.load_spec(json.loads(text), source=RANGE_SOURCE),
                     accelerators=accelerators)
 
@@ -423,11 +448,14 @@ def plan_result(spec: Any, accelerators: Any = None) -> api.PlanResult:
     pool = None if text is None else tuple(a.strip() for a in text.split(",") if a.strip())
     if isinstance(given, str):
         try:
-            stat = Path(given).stat()
+            Path(given).stat()
         except OSError as err:
             raise SpecError(f"cannot read: {err.strerror}", file=given) from None
-        return _plan_file(str(Path(given).resolve()), stat.st_mtime_ns, stat.st_size, pool)
-    return _plan_mapping(json.dumps(given, sort_keys=True), pool)
+        # The spec is read (and validated) each call to find the files it names; the plan,
+        # the slow part, is solved once per state of all of them.
+        return _plan_file(_stamp(Path(given)), _inputs(api.load_spec(given)), pool)
+    text = json.dumps(given, sort_keys=True)
+    return _plan_mapping(text, _inputs(api.load_spec(given, source=RANGE_SOURCE)), pool)
 
 
 ALLOCATION_HEADER = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision",

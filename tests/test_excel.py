@@ -169,3 +169,18 @@ def test_module_imports_without_xlwings() -> None:
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "id"
+
+
+def test_plan_solves_again_when_its_calibration_file_changes(tmp_path: Path) -> None:
+    # Views of one spec share a solved plan; editing a file the spec reads (here its
+    # calibration) must not leave the sheet showing the plan of the old file.
+    calib = tmp_path / "calib.yaml"
+    spec = tmp_path / "spec.yaml"
+    assert "options:" not in EXAMPLE.read_text()
+    spec.write_text(EXAMPLE.read_text() + "\noptions: {calibration: calib.yaml}\n")
+    calib.write_text("source: first\ndefault: {memory: 0.8}\n")
+    first = plan_result(str(spec)).to_dict()
+    calib.write_text("source: second fit\ndefault: {memory: 0.4}\n")
+    second = plan_result(str(spec)).to_dict()
+    assert first["assumptions"]["calibration_source"] == "first"
+    assert second["assumptions"]["calibration_source"] == "second fit"
