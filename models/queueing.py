@@ -20,14 +20,14 @@ marked unstable with its capacity, not an exception. The discrete-event simulati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaincc, gammaln, ndtri
 
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
 from .inference import Replica, SpecDecode, draft_cost, micro_batch, step_time
+from .special import gammaincc, gammaln, ndtri
 from .transformer import StepShape
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
@@ -74,6 +74,42 @@ class Workload:
     def at_rate(self, rate_rps: ArrayLike) -> Workload:
         return Workload(arr(rate_rps), self.input_len, self.output_len, self.arrival_cv,
                         self.prefix_hit)
+
+
+@dataclass(frozen=True)
+class RequestClass:
+    """One kind of request in a mixed stream: its share of the requests, its lengths and its
+    own latency objectives."""
+
+    name: str
+    share: float
+    input_len: Lengths
+    output_len: Lengths
+    slo: Slo | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"class {self.name!r}: share must be in (0, 1], got {self.share}")
+
+
+def _mixture(parts: list[tuple[float, Lengths]]) -> Lengths:
+    """The lengths of a stream mixed from parts (weight, lengths): the mixture's mean and
+    coefficient of variation, E[X^2] = sum w (m^2 (1 + cv^2))."""
+    total = sum(w for w, _ in parts)
+    mean = sum((w * p.mean for w, p in parts), start=arr(0.0)) / total
+    second = sum((w * p.mean**2 * (1.0 + p.cv**2) for w, p in parts), start=arr(0.0)) / total
+    return Lengths(arr(mean), arr(np.sqrt(np.maximum(second / mean**2 - 1.0, 0.0))))
+
+
+def mixed_workload(rate_rps: ArrayLike, classes: Iterable[RequestClass], *,
+                   arrival_cv: float = 1.0, prefix_hit: float = 0.0) -> Workload:
+    """The stream a replica sees when `classes` (shares normalised to one) arrive together at
+    `rate_rps` requests/s: one arrival process whose lengths are the classes' mixture."""
+    cs = list(classes)
+    if not cs:
+        raise ValueError("a mixed workload needs at least one class")
+    return Workload(arr(rate_rps), _mixture([(c.share, c.input_len) for c in cs]),
+                    _mixture([(c.share, c.output_len) for c in cs]), arrival_cv, prefix_hit)
 
 
 @dataclass(frozen=True)
@@ -295,6 +331,17 @@ def serve(rep: Replica, load: Workload, *, max_batch: ArrayLike | None = None,
     return _serve_at(_Server.of(rep, load, max_batch, token_budget, spec), arr(load.rate_rps))
 
 
+def serve_classes(rep: Replica, load: Workload, classes: Iterable[RequestClass], *,
+                  max_batch: ArrayLike | None = None, token_budget: ArrayLike | None = None,
+                  spec: SpecDecode | None = None) -> tuple[LoadResult, ...]:
+    """Per class, the latencies of its requests when the classes share `rep` as the stream
+    `load` (see `mixed_workload`): one steady state, each class's own prompts and outputs."""
+    server = _Server.of(rep, load, max_batch, token_budget, spec)
+    rate = arr(load.rate_rps)
+    tau = _Settling(server, server.lam_eff(rate)).tau()
+    return tuple(_result(server, rate, tau, part=c) for c in classes)
+
+
 def _serve_at(server: _Server, rate_rps: FloatArray) -> LoadResult:
     """`serve` at `rate_rps` requests/s."""
     return _result(server, rate_rps, _Settling(server, server.lam_eff(rate_rps)).tau())
@@ -416,14 +463,20 @@ class _Server:
         return mix.mean, mix
 
 
-def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResult:
+def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
+            part: RequestClass | None = None) -> LoadResult:
     """Latencies, batch and stability at `rate_rps`, where the fixed point left the mean
-    step at `tau` (s)."""
+    step at `tau` (s). With `part`, the latencies of that class's requests inside the stream:
+    they share its steps, slots and queue, and differ by their own prompt and output lengths
+    (and its output tokens/s is that class's)."""
     rep, load, spec = server.rep, server.load, server.spec
     i_mean, budget, slots, steps, n_steps, ctx, per_token, capacity = (
         server.i_mean, server.budget, server.slots, server.steps, server.n_steps, server.ctx,
         server.per_token, server.capacity)
-    o = load.output_len
+    o = load.output_len if part is None else part.output_len
+    part_in = load.input_len if part is None else part.input_len
+    part_steps = steps if part is None else _decode_steps(o, spec)
+    part_i = np.maximum(part_in.mean * (1.0 - load.prefix_hit), 1.0)
     lam = np.maximum(rate_rps, 1e-12)
     util = lam / np.maximum(capacity, 1e-300)
     stable = util < 1.0
@@ -448,29 +501,37 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResul
     # An arrival's own prompt rides with n = 0, 1, ... others (see TTFT below).
     n_max = 16
     n = np.arange(n_max + 1).reshape((-1,) + (1,) * np.ndim(b))
-    group = np.minimum((n + 1.0) * i_mean, free)
+    group = np.minimum((n + 1.0) * i_mean if part is None else n * i_mean + part_i, free)
     # Every step the percentiles below price, in one evaluation of the step model.
     zero = arr(0.0)
-    own_length, up, down, with_group, prompt_alone = _steps(rep, [
+    qs = tuple(QUANTILES.values())
+    # The prompt at each percentile, alone in the steps that carry it: a long prompt's
+    # chunks are long steps, which a mean-sized prompt would hide.
+    prompt_q = np.stack(np.broadcast_arrays(free, *(
+        np.maximum(part_in.quantile(q) * (1.0 - load.prefix_hit), 1.0) for q in qs))[1:])
+    own_length, up, down, with_group, prompt_steps = _steps(rep, [
         own_steps_mix,
         ((seen + db)[np.newaxis], zero, zero),
         (np.maximum(seen - db, 1.0)[np.newaxis], zero, zero),
         (b, group, np.minimum(n + 1.0, group / chunk)),
-        (b[np.newaxis], np.minimum(i_mean, free), arr(1.0))], ctx, spec)
+        (b[np.newaxis], np.minimum(prompt_q, free), arr(1.0))], ctx, spec)
     own_mix = _mix_of(own_prob, own_length)
     plain = own_mix.length[0]
     one_chunk = own_mix.length[1]
     tpot_mean = own_mix.mean / per_token
-    lifetime_chunks = lam_eff * n_chunks * n_steps * own_mix.mean
+    lifetime_chunks = lam_eff * n_chunks * np.maximum(part_steps, 1.0) * own_mix.mean
     slope = (up[0] - down[0]) / (seen + db - np.maximum(seen - db, 1.0))
     drift_sd = np.abs(slope) * np.sqrt((2.0 / 3.0) * b)
     bump = np.maximum(one_chunk - plain, 0.0) / n_steps
-    qs = tuple(QUANTILES.values())
+    # The chunks a request lives through vary in size as the prompts do (a prompt split into
+    # several chunks less so): a compound Poisson sum, whose spread the count's alone would
+    # understate by sqrt(1 + cv^2).
+    spread = np.sqrt(1.0 + load.input_len.cv**2 / n_chunks)
     counts = poisson_ppf(np.reshape(qs, (-1,) + (1,) * np.ndim(lifetime_chunks)),
                          np.maximum(lifetime_chunks, 1e-12))
 
     def tpot_q(q: float, count: FloatArray) -> FloatArray:
-        extra = (count - lifetime_chunks) * bump
+        extra = (count - lifetime_chunks) * bump * spread
         return arr(tpot_mean + (extra + ndtri(q) * drift_sd) / per_token)
 
     tpot = Percentiles(tpot_mean, *(tpot_q(q, c) for q, c in zip(qs, counts, strict=True)))
@@ -484,7 +545,7 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResul
     landed = mix.prob * mix.length / np.maximum(mix.mean, 1e-15)          # (K, ...)
     others = _count_pmf(lam_eff * mix.length, n_max, load.arrival_cv)    # (N, K, ...)
     # Prompt tokens ahead of and including this one: half the others on average go first.
-    ahead = (n / 2.0 + 1.0) * i_mean
+    ahead = (n / 2.0 + 1.0) * i_mean if part is None else n / 2.0 * i_mean + part_i
     own_steps = np.ceil(ahead / free)
     own = (own_steps * with_group)[:, np.newaxis]                         # (N, 1, ...)
     weights = others * landed[np.newaxis]                                 # (N, K, ...)
@@ -514,20 +575,19 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResul
     flat_s = shift.reshape((-1, *shift.shape[2:]))
     flat_v = width.reshape((-1, *width.shape[2:]))
 
-    def ttft_q(q: float, body: FloatArray) -> FloatArray:
+    def ttft_q(q: float, body: FloatArray, k: int) -> FloatArray:
         cond = wait_mean / p_wait
         w = np.where(q <= 1.0 - p_wait, 0.0,
                      cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
-        longer = np.ceil(np.maximum(load.input_len.quantile(q) * (1.0 - load.prefix_hit), 1.0)
-                         / free) * prompt_alone[0]
+        longer = np.ceil(prompt_q[k] / free) * prompt_steps[k]
         return arr(np.maximum(body, longer) + w)
 
     bodies = _mixture_quantiles(qs, flat_w, flat_s, flat_v, cap_t)
-    ttft = Percentiles(ttft_mean, *(ttft_q(q, body)
-                                    for q, body in zip(qs, bodies, strict=True)))
+    ttft = Percentiles(ttft_mean, *(ttft_q(q, body, k)
+                                    for k, (q, body) in enumerate(zip(qs, bodies, strict=True))))
 
     # ---- End to end: TTFT plus decoding the output at the batch's step time.
-    e2e_mean = ttft_mean + steps * tau
+    e2e_mean = ttft_mean + part_steps * tau
 
     def e2e_q(q: float) -> FloatArray:
         out_q = np.maximum(o.quantile(q) - 1.0, 0.0) / per_token
@@ -541,7 +601,7 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray) -> LoadResul
         return Percentiles(*(np.where(unstable, inf, v) for v in
                              (p.mean, p.p50, p.p90, p.p99)))
 
-    out_tok = lam_eff * o.mean
+    out_tok = lam_eff * o.mean * (1.0 if part is None else part.share)
     return LoadResult(mask(ttft), mask(tpot), mask(e2e), b, tau, util, capacity,
                       np.asarray(stable, dtype=bool), out_tok,
                       np.where(unstable, inf, wait_mean))
@@ -607,12 +667,32 @@ def _lookahead(candidates: int) -> int:
                key=lambda d: (_RUN_OVERHEAD_RATES + candidates * (2**d - 1)) / d)
 
 
+def _slack(server: _Server, rate_rps: FloatArray, tau: FloatArray, slo: Slo,
+           classes: Sequence[RequestClass]) -> tuple[FloatArray, np.ndarray, LoadResult]:
+    """Worst ratio of latency to bound over `slo` (on the whole stream) and each class's own
+    objectives (on its requests), the term it comes from ("CLASS.ttft_p99" for a class's),
+    and the whole stream's result."""
+    res = _result(server, rate_rps, tau)
+    worst, term = slo_slack(res, slo)
+    for c in classes:
+        if c.slo is None:
+            continue
+        value, name = slo_slack(_result(server, rate_rps, tau, part=c), c.slo)
+        worse = value > worst
+        named = np.char.add(f"{c.name}.", np.asarray(name).astype(str)).astype(object)
+        term = np.where(worse, named, term).astype(object)
+        worst = np.maximum(worst, value)
+    return worst, term, res
+
+
 def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | None = None,
             token_budget: ArrayLike | None = None, spec: SpecDecode | None = None,
-            iterations: int = 30) -> tuple[FloatArray, np.ndarray, LoadResult]:
+            iterations: int = 30, classes: Sequence[RequestClass] = (),
+            ) -> tuple[FloatArray, np.ndarray, LoadResult]:
     """Highest request rate per replica that meets `slo` (0 where even a trickle misses it),
     what binds at that rate ("capacity" or the SLO term), and the result there. Bisection on
-    the rate, vectorised over candidates.
+    the rate, vectorised over candidates. With `classes` (the parts `load` mixes, see
+    `mixed_workload`), each class's own objectives must hold for its requests too.
 
     Each step takes the rates and reaches the results of one `serve` call per step; the
     fixed point of the step length is iterated for the next few steps' possible rates at once
@@ -643,8 +723,8 @@ def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | No
         for level in mids:
             index = first + node
             tau = _pick(settling.tau(_members(rates, index)), index)
-            res = _result(server, _pick(rates, index), tau)
-            ok = (slo_slack(res, slo)[0] <= 1.0) & res.stable
+            slack, _term, res = _slack(server, _pick(rates, index), tau, slo, classes)
+            ok = (slack <= 1.0) & res.stable
             mid = _pick(np.stack(np.broadcast_arrays(*level)), node)
             lo = np.where(ok, mid, lo)
             hi = np.where(ok, hi, mid)
@@ -654,17 +734,21 @@ def goodput(rep: Replica, load: Workload, slo: Slo, *, max_batch: ArrayLike | No
     # The trickle, the answer and the rate just past it: three sets of rates, one run.
     ends = (arr(1e-6), np.maximum(lo, 1e-9), np.maximum(hi, 1e-9))
     if lone:
-        probe, final, past = (_serve_at(server, rate) for rate in ends)
+        at = [_slack(server, rate, _Settling(server, server.lam_eff(rate)).tau(), slo, classes)
+              for rate in ends]
+        (probe_slack, _t, probe), (_s, _t, final), (_s, term, _past) = at
     else:
         stacked = np.stack(np.broadcast_arrays(*ends))
         settling = _Settling(server, server.lam_eff(stacked))
         taus = np.stack([settling.tau(_members(stacked, k))[k] for k in range(3)])
-        at_ends = _result(server, stacked, taus)
-        probe, final, past = (_row(at_ends, k) for k in range(3))
-    _slack, term = slo_slack(past, slo)
+        slacks, terms, at_ends = _slack(server, stacked, taus, slo, classes)
+        probe, final, _past = (_row(at_ends, k) for k in range(3))
+        shape = np.shape(at_ends.step_s)
+        probe_slack = np.broadcast_to(slacks, shape)[0]
+        term = np.broadcast_to(terms, shape)[2]
     near_cap = lo >= probe.capacity_rps * 0.98
     binding = np.where(near_cap, "capacity", term).astype(object)
-    trickle_fails = slo_slack(probe, slo)[0] > 1.0
+    trickle_fails = probe_slack > 1.0
     rate = np.where(trickle_fails, 0.0, lo)
     binding = np.where(trickle_fails, term, binding)
     binding = np.where(rep.memory.fits, binding, "memory").astype(object)
