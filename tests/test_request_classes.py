@@ -25,7 +25,13 @@ from fleetplan.models.queueing import (
     serve,
     serve_classes,
 )
-from fleetplan.models.simulate import ReplicaConfig, Requests, poisson_arrivals, simulate
+from fleetplan.models.simulate import (
+    ReplicaConfig,
+    Requests,
+    SimResult,
+    poisson_arrivals,
+    simulate,
+)
 from fleetplan.models.step_table import StepTable
 
 CHAT = RequestClass("chat", 0.8, Lengths.lognormal(512, 256), Lengths.lognormal(256, 128),
@@ -81,14 +87,14 @@ def test_goodput_holds_every_class_to_its_own_objectives(catalog: Catalog) -> No
     # The 99th-percentile RAG prompt (about 10,000 tokens) alone takes about 0.22 s to
     # prefill; a 0.26 s bound leaves room for little queueing, so it binds before capacity.
     tight = RequestClass("rag", 0.2, RAG.input_len, RAG.output_len, Slo(ttft_p99_s=0.26))
-    rate, term, res = goodput(rep, load, Slo(), classes=[CHAT, tight])
+    rate, term, _res = goodput(rep, load, Slo(), classes=[CHAT, tight])
     assert 0.0 < float(rate) < float(free)
     assert str(term) == "rag.ttft_p99"
     rag = serve_classes(rep, load.at_rate(rate), [CHAT, tight])[1]
     assert float(rag.ttft.p99) <= 0.26 * (1 + 1e-6)
 
 
-def _simulate(rep: Replica, classes: list[RequestClass], rate: float, seed: int):  # type: ignore[no-untyped-def]
+def _simulate(rep: Replica, classes: list[RequestClass], rate: float, seed: int) -> SimResult:
     engine = rep.device.engine
     rng = np.random.default_rng(seed)
     shares = np.array([c.share for c in classes])
