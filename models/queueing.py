@@ -558,16 +558,20 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
     variability = (load.arrival_cv**2 + load.output_len.cv**2) / 2.0
     wait_s = p_slot * hold / np.maximum(slots - offered, 1e-9) * variability
     # Prompts longer than half the free budget cannot share steps: then they queue for the
-    # budget itself, an M/G/1 on prefill work (Kingman). Shorter prompts share the next step,
-    # which the mixture above already prices.
+    # budget itself, an M/G/1 on prefill work (Kingman). Shorter prompts of one length share
+    # the next step, which the mixture above already prices.
     work = n_chunks * np.maximum(own_mix.length[1] - own_mix.length[0], 0.0)
     rho_p = np.clip(lam_eff * work, 0.0, 0.999999)
     cv_in = load.input_len.cv
     queues = i_mean * 2.0 > free
-    wait_p = np.where(queues, rho_p / (1.0 - rho_p) * (load.arrival_cv**2 + cv_in**2) / 2.0
-                      * work, 0.0)
+    # Prompts of varied length also queue for the budget when they are short on average: a
+    # long one takes whole steps of it while the next ones wait (Pollaczek-Khinchine's
+    # variability term, zero for prompts of one length).
+    wait_p = rho_p / (1.0 - rho_p) * work * np.where(
+        queues, (load.arrival_cv**2 + cv_in**2) / 2.0, cv_in**2 / 2.0)
     wait_mean = wait_s + wait_p
-    p_wait = np.clip(np.maximum(p_slot, np.where(queues, rho_p, 0.0)), 1e-12, 1.0)
+    p_wait = np.clip(np.maximum(p_slot, np.where(queues | (cv_in > 0), rho_p, 0.0)), 1e-12,
+                     1.0)
     base_mean = np.sum(weights * (shift + width / 2.0), axis=(0, 1))
     ttft_mean = base_mean + wait_mean
     cap_t = np.max(shift + width, axis=(0, 1))

@@ -3,8 +3,8 @@
 Classes share the replica's steps, slots and queue, so they see one steady state and differ by
 their own prompts and outputs. Where the analytical answer is known to be weaker it is tested
 at its stated tolerance: with variable prompt lengths the p99s are under-estimated at higher
-load (long prompts queue for the prefill budget in bursts), so only the p50s are compared
-there, and the p99 TTFT at 30% load.
+load, the TPOT p99 most (requests with short outputs average their steps over few of them), so
+the p50s are compared per class and the p99 TTFT for one widely spread prompt length.
 """
 
 from __future__ import annotations
@@ -137,14 +137,21 @@ def test_class_p50s_match_the_simulation(catalog: Catalog, load_fraction: float)
                 (classes[j].name, metric)
 
 
-def test_long_prompt_tail_is_priced_at_low_load(catalog: Catalog) -> None:
+@pytest.mark.parametrize(("load_fraction", "tolerance"), [(0.3, 0.25), (0.6, 0.25), (0.85, 0.35)])
+def test_long_prompt_tail_matches_the_simulation(catalog: Catalog, load_fraction: float,
+                                                 tolerance: float) -> None:
     # Prompts lognormal with cv 1.5: the 99th-percentile prompt (about 11,000 tokens) takes
-    # steps several times the mean prompt's. Priced at the mean prompt's step (as before),
-    # the analytical p99 TTFT came out 75% under the simulation's; now within 25%.
+    # steps several times the mean prompt's, and while it holds the budget the prompts behind
+    # it wait. Priced at the mean prompt's step without that wait, the analytical p99 TTFT
+    # came out 73-77% under the simulation's. Now (three seeds pooled, 18,000 requests; one
+    # seed's p99 moves about 15% with this tail): +13% at 30% load, -14% at 60%, -28% at 85%,
+    # where bursts of long prompts still queue longer than the M/G/1 term says.
+    # The p99 TPOT stays under-estimated here (by 28-67%): requests with short outputs average
+    # their step lengths over few steps, which the model's one lifetime does not capture.
     rep = _replica(catalog)
     whole = RequestClass("all", 1.0, Lengths.lognormal(1600, 2400), Lengths.lognormal(230, 125))
     load = mixed_workload(1.0, [whole])
-    rate = 0.3 * float(serve(rep, load.at_rate(1e-6)).capacity_rps)
-    sim = _simulate(rep, [whole], rate, seed=3)
+    rate = load_fraction * float(serve(rep, load.at_rate(1e-6)).capacity_rps)
+    ttft = np.concatenate([_simulate(rep, [whole], rate, seed=s).ttft_s for s in range(3)])
     ana = serve(rep, load.at_rate(rate))
-    assert float(ana.ttft.p99) == pytest.approx(float(np.percentile(sim.ttft_s, 99)), rel=0.25)
+    assert float(ana.ttft.p99) == pytest.approx(float(np.percentile(ttft, 99)), rel=tolerance)
