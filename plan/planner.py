@@ -85,6 +85,9 @@ def resolve_plan(loaded: LoadedSpec, catalog: Catalog) -> PlanInputs:
         catalog.engine(opts.engine)
     except SpecError as err:
         raise loaded.error(("options", "engine"), err.message) from None
+    if opts.disaggregation != "off" and spec.capacities is not None:
+        raise loaded.error(("options", "disaggregation"), "disaggregation needs the "
+                           "performance model; a measured capacity table has no pools")
     if spec.objective == "energy" and spec.capacities is not None:
         raise loaded.error(("objective",), "the energy objective needs the performance model; "
                            "a measured capacity table carries no power")
@@ -143,7 +146,7 @@ def _space(loaded: LoadedSpec) -> SearchSpace:
                        None if o.ep is None else tuple(sorted(set(o.ep))),
                        tuple(sorted(set(o.max_batch))),
                        None if o.prefill_chunk is None else tuple(sorted(set(o.prefill_chunk))),
-                       o.allow_cross_node_tp, o.shortlist)
+                       o.allow_cross_node_tp, o.shortlist, o.disaggregation, o.pd_pairs)
 
 
 def _measured_capacity(inputs: PlanInputs) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.inference import IDLE_POWER_FRACTION
-from ..solvers.fleet import FleetPlan, HourPlan
+from ..solvers.fleet import Choice, FleetPlan, HourPlan
 from ..solvers.milp import SolveStatus
 from ..solvers.mix import MixResult
 from ..solvers.search import GOODPUT_ITERATIONS, pareto
@@ -18,7 +18,9 @@ from .planner import PlanInputs, hourly_rates
 from .spec import HOURS_PER_DAY
 
 # 1.1: the `autoscaling` section (null without a rate profile); 1.0 reports still validate.
-SCHEMA_VERSION = "1.1"
+# 1.2: `allocations[].disaggregated` and `search[].disaggregated`, present only for plans that
+# consider prefill/decode disaggregation; 1.0 and 1.1 reports still validate.
+SCHEMA_VERSION = "1.2"
 SECONDS_PER_HOUR = 3600.0
 # A re-checked latency or load this far past its bound is a finding, not rounding.
 RECHECK_TOLERANCE = 1e-6
@@ -31,6 +33,15 @@ AUTOSCALING_ASSUMPTION = (
     "cost; the static fleet is the peak plan (every workload at its own busiest hour at "
     "once) run all day")
 TOKENS_PER_MILLION = 1e6
+DISAGGREGATION = (
+    "a disaggregated unit is P prefill and D decode replicas of one configuration (format and "
+    "parallelism) of one accelerator type: prompts queue for the prefill pool (M/G/c) and run "
+    "alone at the configuration's prefill chunk, the KV cache then crosses to the decode pool, "
+    "which runs decode-only steps up to its batch limit; the KV link is the scale-up link when "
+    "the unit fits in one scale-up domain (it is then placed in one), else the NICs, with each "
+    "of a replica's accelerators sending its own shard; the transfer adds to end-to-end "
+    "latency, not to TTFT or TPOT; a unit's goodput is the highest rate over both pools that "
+    "meets the SLO, and the ratios searched are options.pd_ratios")
 
 
 class _Out(BaseModel):
@@ -41,7 +52,8 @@ class Route(_Out):
     workload: str
     bucket: str
     share: float = Field(description="fraction of the bucket's requests sent here")
-    rate_rps: float = Field(description="requests/s of the bucket per replica")
+    rate_rps: float = Field(description="requests/s of the bucket per replica (per unit of a "
+                            "disaggregated allocation)")
     ttft_p99_s: float | None
     tpot_p99_s: float | None
     e2e_p99_s: float | None
@@ -49,10 +61,38 @@ class Route(_Out):
     slo_term: str
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class PoolOut(_Out):
+    replicas: int = Field(description="replicas of this pool over all units")
+    per_unit: int = Field(description="replicas of this pool in one unit")
+    tp: int
+    pp: int
+    ep: int
+    precision: str
+    max_batch: int | None = Field(description="batch limit (decode pool)")
+    prefill_chunk: int | None = Field(description="tokens per prefill step (prefill pool)")
+
+
+class Disaggregated(_Out):
+    units: int = Field(description="units of one prefill pool and one decode pool; each "
+                       "request is prefilled and decoded in one unit")
+    prefill: PoolOut
+    decode: PoolOut
+    kv_link: Literal["scale-up", "scale-out"] = Field(
+        description="scale-up: each unit lies in one scale-up domain and ships KV caches over "
+        "its link; scale-out: over the NICs")
+    kv_link_bandwidth_bytes_s: float = Field(description="bytes/s one way that carry one "
+                                             "prompt's KV cache (all of a replica's lanes)")
+
+
 class Allocation(_Out):
     accelerator: str
     count: int = Field(description="accelerators")
-    replicas: int
+    replicas: int = Field(description="replicas (of both pools, for a disaggregated "
+                          "allocation)")
     tp: int
     pp: int
     ep: int
@@ -62,6 +102,9 @@ class Allocation(_Out):
     cost_usd_h: float
     load_fraction: float = Field(description="planned load over the replicas' capacity")
     routes: list[Route]
+    disaggregated: Disaggregated | None = Field(
+        default=None, exclude_if=_absent, description="prefill and decode pools; absent for "
+        "co-located replicas")
 
 
 class Nodes(_Out):
@@ -106,13 +149,23 @@ class ParetoPoint(_Out):
     goodput_rps: float
 
 
+class UnitSearch(_Out):
+    pd_ratios: list[str] = Field(description="prefill:decode replicas per unit searched")
+    units_screened: int = Field(description="(configuration, ratio, bucket) triples ranked")
+    units_evaluated: int = Field(description="(unit, bucket) pairs priced by the serving "
+                                 "model")
+
+
 class FamilyOut(_Out):
     family: str
     grid: int
     fitting: int
     pairs_screened: int
     pairs_evaluated: int
-    pareto: list[ParetoPoint]
+    pareto: list[ParetoPoint] = Field(description="co-located candidates")
+    disaggregated: UnitSearch | None = Field(
+        default=None, exclude_if=_absent, description="the disaggregated units searched; "
+        "absent when disaggregation is off")
 
 
 class Closest(_Out):
@@ -202,13 +255,15 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
                         slo_term=s.slo_term)
                   for s in plan.served if s.choice == c]
         measured = ch.precision == "measured"
+        pools = _pools(ch, n)
         allocations.append(Allocation(
-            accelerator=plan.groups[ch.group].accelerator, count=n * ch.devices, replicas=n,
+            accelerator=plan.groups[ch.group].accelerator, count=n * ch.devices,
+            replicas=n * (ch.n_prefill + ch.n_decode) if pools else n,
             tp=ch.tp, pp=ch.pp, ep=ch.ep, precision=ch.precision,
             max_batch=None if measured else ch.max_batch,
             prefill_chunk=None if measured else ch.prefill_chunk,
             cost_usd_h=n * ch.cost_usd_h, load_fraction=float(mix.utilization[c]) *
-            (1.0 - spec.options.headroom), routes=routes))
+            (1.0 - spec.options.headroom), routes=routes, disaggregated=pools))
         for r in routes:
             if r.slo_ratio is not None and r.slo_ratio > 1.0 + 1e-6:
                 warnings.append(f"{ch.name}: the re-check puts {r.bucket} at "
@@ -278,8 +333,34 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
         power_w=_num(mix.power_w) if feasible and spec.capacities is None else None,
         accelerators=devices, allocations=allocations, nodes=nodes, workloads=workloads,
         solver=solver, closest=closest, autoscaling=_autoscaling(inputs, plan), search=search,
-        inputs=inputs.loaded.spec.model_dump(mode="json"),
-        assumptions=_assumptions(inputs), warnings=warnings)
+        inputs=_inputs(inputs), assumptions=_assumptions(inputs), warnings=warnings)
+
+
+def _inputs(inputs: PlanInputs) -> dict[str, Any]:
+    """The spec as resolved. Without disaggregation its two options are left out: they change
+    nothing, and such a plan reports what it did before the options existed."""
+    data: dict[str, Any] = inputs.loaded.spec.model_dump(mode="json")
+    if inputs.loaded.spec.options.disaggregation == "off":
+        for key in ("disaggregation", "pd_ratios"):
+            data["options"].pop(key, None)
+    return data
+
+
+def _pools(ch: Choice, units: int) -> Disaggregated | None:
+    """The two pools of `units` units of a disaggregated candidate; None for co-located
+    replicas."""
+    if ch.kv_link is None:
+        return None
+    def pool(per_unit: int, max_batch: int | None, chunk: int | None) -> PoolOut:
+        return PoolOut(replicas=units * per_unit, per_unit=per_unit, tp=ch.tp, pp=ch.pp,
+                       ep=ch.ep, precision=ch.precision, max_batch=max_batch,
+                       prefill_chunk=chunk)
+
+    return Disaggregated(
+        units=units, prefill=pool(ch.n_prefill, None, ch.prefill_chunk),
+        decode=pool(ch.n_decode, ch.max_batch, None),
+        kv_link=ch.kv_path,  # type: ignore[arg-type]
+        kv_link_bandwidth_bytes_s=float(np.asarray(ch.kv_link.bandwidth_bytes_s)))
 
 
 def _cost_usd_h(plan: FleetPlan, mix: MixResult) -> float:
@@ -394,9 +475,13 @@ def _family_out(plan: FleetPlan, k: int) -> FamilyOut:
                 pp=int(c.pp[j]), ep=int(c.ep[j]), max_batch=int(c.max_batch[j]),
                 cost_usd_per_million_output_tokens=float(per_mtok[j]),
                 ttft_p99_s=float(ttft[j]), goodput_rps=float(mixed[j])))
+    units = next((u for u in plan.units if u.family.key == c.family.key), None)
+    searched = None if units is None else UnitSearch(
+        pd_ratios=[f"{p}:{d}" for p, d in units.ratios],
+        units_screened=units.pairs_screened, units_evaluated=units.pairs_evaluated)
     return FamilyOut(family=c.family.key, grid=c.grid_size, fitting=c.fitting,
                      pairs_screened=c.pairs_screened, pairs_evaluated=c.pairs_evaluated,
-                     pareto=points)
+                     pareto=points, disaggregated=searched)
 
 
 def _assumptions(inputs: PlanInputs) -> dict[str, Any]:
@@ -422,7 +507,7 @@ def _assumptions(inputs: PlanInputs) -> dict[str, Any]:
         "engine": spec.options.engine,
         "idle_power_fraction_of_tdp": IDLE_POWER_FRACTION,
         "headroom": spec.options.headroom,
-    }
+    } | ({} if spec.options.disaggregation == "off" else {"disaggregation": DISAGGREGATION})
 
 
 def summary_lines(report: Report) -> list[str]:
@@ -475,12 +560,20 @@ def _pct(value: float | None) -> str:
 def allocation_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     headers = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision", "max batch",
                "USD/h", "load", "routes"]
-    rows = [[a.accelerator, str(a.count), str(a.replicas), str(a.tp), str(a.pp), str(a.ep),
+    rows = [[a.accelerator, str(a.count), _replicas(a), str(a.tp), str(a.pp), str(a.ep),
              a.precision, _fmt(a.max_batch, "d"), f"{a.cost_usd_h:.2f}",
              f"{a.load_fraction:.0%}",
              "; ".join(f"{r.bucket} {r.share:.0%}" for r in a.routes)]
             for a in report.allocations]
     return headers, rows
+
+
+def _replicas(a: Allocation) -> str:
+    """Replicas, and for a disaggregated allocation its units' pools ("6 = 2x(2P+1D)")."""
+    d = a.disaggregated
+    if d is None:
+        return str(a.replicas)
+    return f"{a.replicas} = {d.units}x({d.prefill.per_unit}P+{d.decode.per_unit}D)"
 
 
 def workload_rows(report: Report) -> tuple[list[str], list[list[str]]]:

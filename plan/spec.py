@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -28,6 +30,15 @@ from .files import load_yaml_file
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, description="seconds")]
 HOURS_PER_DAY = 24
+# Prefill or decode replicas in one disaggregated unit: larger pools are several units.
+MAX_POOL_REPLICAS = 8
+# Where one pool's replicas balance the other's: (prefill seconds per prompt) x (requests/s of
+# a decode replica at the TPOT objective) prefill replicas per decode replica. Over the fitting
+# configurations of the shipped examples it runs from about 0.1 (short prompts, 70B chat) to
+# 3.4 (16k-token RAG prompts), and a TTFT objective asks for spare prefill replicas on top:
+# the defaults span 3:1 to 1:4, each pool at most 4 replicas so that a unit stays small
+# enough for the integer plan to round well (larger pools are several units).
+DEFAULT_PD_RATIOS = ("3:1", "2:1", "3:2", "1:1", "2:3", "1:2", "1:3", "1:4")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -147,6 +158,23 @@ class Capacity(_Strict):
 IntList = list[Annotated[int, Field(ge=1)]]
 
 
+def _switch(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off` / `on` as a boolean: take it as the word."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+Disaggregation = Annotated[
+    Literal["off", "on", "auto"], BeforeValidator(_switch),
+    WithJsonSchema({"anyOf": [{"enum": ["off", "on", "auto"], "type": "string"},
+                              {"type": "boolean", "description": "YAML's bare off/on"}]})]
+PdRatio = Annotated[str, Field(pattern=r"^\s*[0-9]+\s*:\s*[0-9]+\s*$",
+                               description="prefill:decode replicas, e.g. 1:2")] \
+    | Annotated[list[Annotated[int, Field(ge=1, le=MAX_POOL_REPLICAS)]],
+                Field(min_length=2, max_length=2, description="[prefill, decode] replicas")]
+
+
 class Options(_Strict):
     """Bounds of the search and how to solve."""
 
@@ -169,6 +197,36 @@ class Options(_Strict):
         default=6, description="candidates per accelerator type and bucket the mix ILP "
         "chooses among (the best by cost per request/s)")
     time_limit_s: PositiveFloat = 10.0
+    disaggregation: Disaggregation = Field(
+        default="off", description="prefill/decode disaggregation: off (co-located replicas "
+        "only), on (only units of a prefill pool and a decode pool), auto (both compete)")
+    pd_ratios: Annotated[list[PdRatio], Field(min_length=1)] = Field(
+        default=list(DEFAULT_PD_RATIOS), description="prefill:decode replicas a "
+        f"disaggregated unit may have, as 'P:D' or [P, D] (each 1-{MAX_POOL_REPLICAS})")
+
+    @field_validator("pd_ratios", mode="before")
+    @classmethod
+    def _ratios(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        seen = set()
+        for item in v:
+            pair = _parse_ratio(item)
+            if pair is None:
+                raise ValueError(f"pool ratio {item!r} is not 'P:D' or [P, D] with whole "
+                                 "numbers of replicas, e.g. '1:2'")
+            if not all(1 <= n <= MAX_POOL_REPLICAS for n in pair):
+                raise ValueError(f"pool ratio {item!r}: each pool has 1 to "
+                                 f"{MAX_POOL_REPLICAS} replicas")
+            if pair in seen:
+                raise ValueError(f"pool ratio {item!r} is given twice")
+            seen.add(pair)
+        return v
+
+    @property
+    def pd_pairs(self) -> tuple[tuple[int, int], ...]:
+        """`pd_ratios` as (prefill, decode) replica counts, in the order given."""
+        return tuple(ratio_pair(r) for r in self.pd_ratios)
 
     @field_validator("precisions")
     @classmethod
@@ -178,6 +236,27 @@ class Options(_Strict):
             raise ValueError(f"unknown precision {unknown[0] if unknown else '(none)'}; "
                              f"one of {', '.join(PRECISIONS)}")
         return v
+
+
+def _parse_ratio(item: Any) -> tuple[int, int] | None:
+    """(prefill, decode) of a 'P:D' string or a [P, D] pair of integers; None if neither."""
+    if isinstance(item, str):
+        parts = [p.strip() for p in item.split(":")]
+        if len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
+            return int(parts[0]), int(parts[1])
+        return None
+    if isinstance(item, list) and len(item) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in item):
+        return int(item[0]), int(item[1])
+    return None
+
+
+def ratio_pair(item: str | list[int]) -> tuple[int, int]:
+    """(prefill, decode) of a validated pool ratio."""
+    pair = _parse_ratio(item)
+    if pair is None:
+        raise ValueError(f"not a pool ratio: {item!r}")
+    return pair
 
 
 class Spec(_Strict):

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..models.arrays import FloatArray
+from ..models.disaggregation import KvLink, serve_disaggregated
 from ..models.inference import Replica, build_replica
 from ..models.queueing import serve as serve_load
 from ..models.queueing import slo_slack
+from .disaggregated import SCALE_UP, Units, search_units
 from .mix import MixCheck, MixProblem, MixResult, check_mix, solve_mix
 from .packing import PackingProblem, Placement, ReplicaKind, pack
-from .search import BucketLoad, Candidates, Family, SearchSpace, search_family
+from .search import BucketLoad, Candidates, Family, SearchSpace, screen, search_family
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,20 @@ class Choice:
     max_batch: int
     prefill_chunk: int
     devices: int
+    """Accelerators per replica (tp x pp), or per unit of a disaggregated candidate."""
     cost_usd_h: float
+    n_prefill: int = 0
+    """Prefill replicas per unit of a disaggregated candidate (0: a co-located replica)."""
+    n_decode: int = 0
+    """Decode replicas per unit of a disaggregated candidate."""
+    kv_link: KvLink | None = None
+    """The path of a disaggregated unit's KV caches from its prefill to its decode pool."""
+    kv_path: str = ""
+    """"scale-up" (the unit lies in one scale-up domain) or "scale-out" (over the NICs)."""
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.n_prefill > 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class Served:
     fraction: float
     """Share of the bucket's demand routed here."""
     rate_per_replica_rps: float
+    """Requests/s of the bucket per replica (per unit of a disaggregated candidate)."""
     load_fraction: float
     """The candidate's planned load over its replicas' capacity (<= 1 - headroom)."""
     ttft_p99_s: float
@@ -106,6 +122,8 @@ class FleetPlan:
     """Per group; None where the plan uses none of it."""
     candidates: tuple[Candidates, ...] = field(default=())
     """The searched families (empty for a measured capacity table)."""
+    units: tuple[Units, ...] = field(default=())
+    """The disaggregated units searched per family (empty when disaggregation is off)."""
     hours: tuple[HourPlan, ...] = field(default=())
     """Per hour of the day when a workload has a rate profile (see `plan_hours`), else
     empty."""
@@ -116,15 +134,22 @@ def _choice_name(c: Candidates, j: int) -> str:
             f"{f'ep{c.ep[j]}' if c.ep[j] > 1 else ''}/b{c.max_batch[j]}/c{c.prefill_chunk[j]}")
 
 
-def _dedupe(c: Candidates) -> np.ndarray:
+def _unit_name(u: Units, j: int) -> str:
+    return (f"{u.family.key}/{u.precision[j]}/tp{u.tp[j]}pp{u.pp[j]}"
+            f"{f'ep{u.ep[j]}' if u.ep[j] > 1 else ''}/pd{u.n_prefill[j]}:{u.n_decode[j]}"
+            f"/b{u.max_batch[j]}/c{u.prefill_chunk[j]}")
+
+
+def _dedupe(c: Candidates | Units) -> np.ndarray:
     """Rows to keep: of candidates alike but for the batch limit and with the same goodput on
     every bucket (the KV cache, not the limit, bounds them), the smallest limit."""
     seen: dict[tuple[object, ...], int] = {}
     keep = []
     order = np.lexsort((c.max_batch, np.arange(len(c))))
     for j in order:
+        pools = (int(c.n_prefill[j]), int(c.n_decode[j])) if isinstance(c, Units) else ()
         key = (c.precision[j], int(c.tp[j]), int(c.pp[j]), int(c.ep[j]), int(c.prefill_chunk[j]),
-               *np.round(c.goodput_rps[j], 9).tolist())
+               *pools, *np.round(c.goodput_rps[j], 9).tolist())
         if key not in seen:
             seen[key] = int(j)
             keep.append(int(j))
@@ -136,8 +161,11 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                objective: str, routing: str, headroom: float, time_limit_s: float,
                progress: Callable[[str, int, int], None] | None = None) -> FleetPlan:
     """Search each family on its model's buckets, solve the mix, re-check and place it.
-    `progress(what, done, total)` hears of each family searched."""
+    `progress(what, done, total)` hears of each family searched. With `space.disaggregation`
+    on or auto, each family's disaggregated units join the candidates after its co-located
+    replicas (on: instead of them)."""
     searched: list[Candidates] = []
+    searched_units: list[Units] = []
     choices: list[Choice] = []
     rows: list[FloatArray] = []
     idle: list[float] = []
@@ -147,9 +175,12 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
         mine = [k for k in range(nb) if bucket_model[k] == fam.arch.id]
         if progress is not None:
             progress(fam.key, f, len(families))
-        cands = search_family(fam, [buckets[k] for k in mine], space)
+        fam_buckets = [buckets[k] for k in mine]
+        screened = screen(fam, fam_buckets, space)
+        cands = search_family(fam, fam_buckets, space, screened)
         searched.append(cands)
-        for j in _dedupe(cands):
+        colocated = _dedupe(cands).tolist() if space.disaggregation != "on" else []
+        for j in colocated:
             cap = np.zeros(nb)
             cap[mine] = cands.goodput_rps[j]
             if not np.any(cap > 0):
@@ -162,6 +193,24 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
             rows.append(cap)
             idle.append(float(cands.power_idle_w[j]))
             busy.append(float(cands.power_busy_w[j]))
+        if space.disaggregation == "off":
+            continue
+        units = search_units(fam, fam_buckets, space, screened)
+        searched_units.append(units)
+        for j in _dedupe(units):
+            cap = np.zeros(nb)
+            cap[mine] = units.goodput_rps[j]
+            if not np.any(cap > 0):
+                continue
+            choices.append(Choice(_unit_name(units, j), family_group[f], fam.key,
+                                  str(units.precision[j]), int(units.tp[j]), int(units.pp[j]),
+                                  int(units.ep[j]), int(units.max_batch[j]),
+                                  int(units.prefill_chunk[j]), int(units.devices[j]),
+                                  float(units.cost_usd_h[j]), int(units.n_prefill[j]),
+                                  int(units.n_decode[j]), units.link(j), str(units.kv_path[j])))
+            rows.append(cap)
+            idle.append(float(units.power_idle_w[j]))
+            busy.append(float(units.power_busy_w[j]))
     capacity = np.array(rows).reshape(len(rows), nb)
     problem = _problem(choices, groups, buckets, capacity, idle, busy, objective=objective,
                        routing=routing, headroom=headroom, time_limit_s=time_limit_s)
@@ -170,7 +219,7 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                       headroom)[0]
     return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
                      served, _place(choices, groups, mix, space.allow_cross_node_tp),
-                     tuple(searched))
+                     tuple(searched), units=tuple(searched_units))
 
 
 def plan_measured(groups: list[Group], buckets: list[BucketLoad], capacity: FloatArray, *,
@@ -282,7 +331,8 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
     (the buckets' own `demand_rps` is not used). The mix counts load as shares of capacity
     that add up over the buckets a replica carries (Mélange's model), so each bucket is priced
     at that total share of its own goodput. One serving-model call per (candidate, bucket),
-    vectorised over the mixes that route it."""
+    vectorised over the mixes that route it. A disaggregated unit is priced through
+    `serve_disaggregated` at the unit's rate over both pools."""
     by_key = {f.key: f for f in families}
     # (candidate, bucket) -> (mix index, load fraction of a replica) of each mix routing it.
     uses: dict[tuple[int, int], list[tuple[int, float]]] = {}
@@ -304,9 +354,15 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
         rates = np.array([max(f * capacity[c, b], 1e-9) for _, f in routed])
         # A lone rate goes in as a scalar: the fixed point then iterates exactly as for one
         # plan, whatever other mixes would need.
-        res = serve_load(replicas[c], bucket.load.at_rate(rates if len(routed) > 1
-                                                          else rates[0]),
-                         max_batch=ch.max_batch, token_budget=ch.prefill_chunk)
+        load = bucket.load.at_rate(rates if len(routed) > 1 else rates[0])
+        if ch.kv_link is not None:
+            # A unit: both pools at the unit's rate, the KV caches over its link.
+            res = serve_disaggregated(replicas[c], replicas[c], load, n_prefill=ch.n_prefill,
+                                      n_decode=ch.n_decode, link=ch.kv_link,
+                                      max_batch=ch.max_batch, token_budget=ch.prefill_chunk)
+        else:
+            res = serve_load(replicas[c], load, max_batch=ch.max_batch,
+                             token_budget=ch.prefill_chunk)
         ratio, term = slo_slack(res, bucket.slo)
         for i, (k, fraction) in enumerate(routed):
             demand, mix = mixes[k]
@@ -323,13 +379,25 @@ def _at(values: FloatArray, i: int) -> float:
     return float(np.asarray(values, dtype=float).reshape(-1)[i])
 
 
+def _kinds(ch: Choice, count: int) -> tuple[ReplicaKind, ...]:
+    """What the packer places for `count` replicas (or units) of a candidate. A unit whose KV
+    caches take the scale-up link must lie in one scale-up domain: it goes in as one group of
+    all its accelerators. A unit over the NICs is its two pools' replicas, placed freely."""
+    if not ch.disaggregated:
+        return (ReplicaKind(ch.name, ch.tp, ch.pp, count),)
+    if ch.kv_path == SCALE_UP:
+        return (ReplicaKind(ch.name, ch.devices, 1, count),)
+    return (ReplicaKind(f"{ch.name}/prefill", ch.tp, ch.pp, count * ch.n_prefill),
+            ReplicaKind(f"{ch.name}/decode", ch.tp, ch.pp, count * ch.n_decode))
+
+
 def _place(choices: list[Choice], groups: list[Group], mix: MixResult,
            allow_cross_node_tp: bool) -> tuple[Placement | None, ...]:
     out: list[Placement | None] = []
     for g, group in enumerate(groups):
-        kinds = tuple(ReplicaKind(ch.name, ch.tp, ch.pp, int(mix.replicas[c]))
-                      for c, ch in enumerate(choices)
-                      if ch.group == g and mix.replicas[c] > 0)
+        kinds = tuple(kind for c, ch in enumerate(choices)
+                      if ch.group == g and mix.replicas[c] > 0
+                      for kind in _kinds(ch, int(mix.replicas[c])))
         if not kinds:
             out.append(None)
             continue

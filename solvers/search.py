@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -48,6 +49,11 @@ class SearchSpace:
     """None: the engine's own token budget."""
     allow_cross_node_tp: bool = False
     shortlist: int = 6
+    disaggregation: Literal["off", "on", "auto"] = "off"
+    """off: co-located replicas only; on: only units of a prefill and a decode pool (see
+    `solvers.disaggregated`); auto: both compete in the mix."""
+    pd_ratios: tuple[tuple[int, int], ...] = ((1, 1),)
+    """(prefill, decode) replicas of a disaggregated unit, one pair per unit shape."""
 
 
 @dataclass(frozen=True)
@@ -283,9 +289,11 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
     return Screen(g, n_grid, devices, cost, floor, floor_term, score)
 
 
-def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Candidates:
-    """Screen the family's grid on every bucket, then price the shortlist exactly."""
-    sc = screen(family, buckets, space)
+def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
+                  screened: Screen | None = None) -> Candidates:
+    """Screen the family's grid on every bucket (or take `screened`, the `screen` of the same
+    arguments), then price the shortlist exactly."""
+    sc = screen(family, buckets, space) if screened is None else screened
     g, n_grid, devices, cost = sc.grid, sc.grid_size, sc.devices, sc.cost_usd_h
     floor, floor_term, score = sc.floor, sc.floor_term, sc.score
     n_fit = int(g["tp"].size)
@@ -323,7 +331,7 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
                 family.arch, family.device, tp=sel["tp"][c_idx], pp=sel["pp"][c_idx],
                 ep=sel["ep"][c_idx], weight_precision=sel["precision"][c_idx],
                 tokens_per_step=sel["prefill_chunk"][c_idx])
-            load = _stack_loads([buckets[k].load for k in b_idx])
+            load = stack_loads([buckets[k].load for k in b_idx])
             rate, bind, at = goodput(pair_rep, load, slo, max_batch=sel["max_batch"][c_idx],
                                      token_budget=sel["prefill_chunk"][c_idx],
                                      iterations=GOODPUT_ITERATIONS)
@@ -331,15 +339,15 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace)
             binding[c_idx, b_idx] = bind
             ttft99[c_idx, b_idx] = np.where(rate > 0, at.ttft.p99, np.nan)
             tpot99[c_idx, b_idx] = np.where(rate > 0, at.tpot.p99, np.nan)
-    busy = _busy_power(family, sel, buckets)
+    busy = busy_power(family, sel, buckets)
     return Candidates(
         family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
-        sel["prefill_chunk"], devices[keep], cost[keep], _idle_power(family, devices[keep]),
+        sel["prefill_chunk"], devices[keep], cost[keep], idle_power(family, devices[keep]),
         busy, gp, binding, ttft99, tpot99, n_grid, n_fit, n_fit * len(buckets),
         n_keep * len(buckets), floors)
 
 
-def _stack_loads(loads: list[Workload]) -> Workload:
+def stack_loads(loads: list[Workload]) -> Workload:
     """One workload whose arrays run over the given buckets (which share their arrival process
     and prefix hit rate)."""
     first = loads[0]
@@ -351,7 +359,7 @@ def _stack_loads(loads: list[Workload]) -> Workload:
                     first.arrival_cv, first.prefix_hit)
 
 
-def _idle_power(family: Family, devices: FloatArray) -> FloatArray:
+def idle_power(family: Family, devices: FloatArray) -> FloatArray:
     """Power of a replica between requests (W): static power on chips with an energy model, a
     fixed share of the power limit on the others; nan where neither is known."""
     acc = family.device.accelerator
@@ -364,7 +372,7 @@ def _idle_power(family: Family, devices: FloatArray) -> FloatArray:
     return np.asarray(devices * per, dtype=float)
 
 
-def _busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketLoad]) \
+def busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketLoad]) \
         -> FloatArray:
     """Power of a replica running flat out (W): joules per token times tokens per second at
     its throughput limit, averaged over the buckets."""

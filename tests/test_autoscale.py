@@ -170,7 +170,7 @@ def test_no_profile_no_section(catalog: Catalog) -> None:
 def test_report_with_autoscaling_matches_the_schema(catalog: Catalog) -> None:
     data = api.plan(_spec(PROFILE), catalog=catalog).to_dict()
     jsonschema.validate(data, report_schema())
-    assert data["schema_version"] == "1.1"
+    assert data["schema_version"] == "1.2"
     assert len(data["autoscaling"]["hours"]) == 24
 
 

@@ -1,0 +1,255 @@
+"""Disaggregated candidates: units of `n_p` prefill and `n_d` decode replicas of one model on one
+accelerator type, joined by a KV link, priced like co-located replicas so that the mix ILP
+can weigh both.
+
+A unit is a row of the family's grid and a pool ratio from `SearchSpace.pd_ratios`. Both pools
+run the row's format and parallelism (precision, TP, PP, EP): the prefill pool uses the row's
+prefill chunk, the decode pool its batch limit. Pools with parallelism of their own are not
+searched: a unit is then n_p + n_d alike replicas, which is how the report counts its
+accelerators (replicas x tp x pp) and how the packer places them.
+
+KV link: a unit that fits in one scale-up domain is placed in one (the packer gets it as one
+group) and ships KV caches over the scale-up link; a larger one uses the NICs. Each of a
+replica's tp x pp accelerators sends its own shard of the cache over its own link, so the link
+carries tp x pp times one accelerator's bandwidth.
+
+The search is screened first, like `search.search_family`: for every fitting row and bucket,
+the prefill pool's service time per prompt and the decode pool's throughput at the largest
+batch whose step meets the TPOT objective give each ratio's capacity and cost per request/s;
+the best units per bucket, and the best of each unit size, then get the exact goodput through
+`models.disaggregation.goodput_disaggregated`. The mix gets, per bucket, the best of those by
+exact cost per request/s and the best of each smaller unit size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models.arrays import FloatArray
+from ..models.disaggregation import KvLink, Pools, decode_step, goodput_disaggregated
+from ..models.inference import build_replica
+from ..models.queueing import Slo
+from .search import (
+    GOODPUT_ITERATIONS,
+    BucketLoad,
+    Family,
+    Screen,
+    SearchSpace,
+    busy_power,
+    idle_power,
+    stack_loads,
+)
+
+SCALE_UP = "scale-up"
+SCALE_OUT = "scale-out"
+# Bisection steps for the largest decode batch whose step meets the TPOT objective, in the
+# screen (a ranking, so 1/256 of the slots is fine).
+_BATCH_STEPS = 8
+
+
+@dataclass(frozen=True)
+class Units:
+    """The evaluated disaggregated units of one family, one row each, with goodput per
+    bucket."""
+
+    family: Family
+    precision: np.ndarray
+    tp: np.ndarray
+    pp: np.ndarray
+    ep: np.ndarray
+    max_batch: np.ndarray
+    """Batch limit of each decode replica."""
+    prefill_chunk: np.ndarray
+    """Token budget of each prefill step."""
+    n_prefill: np.ndarray
+    n_decode: np.ndarray
+    devices: np.ndarray
+    """Accelerators per unit: (n_prefill + n_decode) x tp x pp."""
+    cost_usd_h: FloatArray
+    power_idle_w: FloatArray
+    power_busy_w: FloatArray
+    kv_path: np.ndarray
+    """"scale-up" or "scale-out": the link the unit's KV caches take."""
+    kv_bandwidth_bytes_s: FloatArray
+    kv_latency_s: FloatArray
+    kv_efficiency: float
+    goodput_rps: FloatArray
+    """(units, buckets): highest rate per unit (over both pools) meeting the bucket's SLO."""
+    binding: np.ndarray
+    ttft_p99_s: FloatArray
+    tpot_p99_s: FloatArray
+    pairs_screened: int
+    """(row, ratio, bucket) triples the screen ranked."""
+    pairs_evaluated: int
+    """(unit, bucket) pairs priced by the serving model."""
+    ratios: tuple[tuple[int, int], ...]
+    """The (prefill, decode) ratios searched."""
+
+    def __len__(self) -> int:
+        return int(self.tp.size)
+
+    def link(self, j: int) -> KvLink:
+        return KvLink(float(self.kv_bandwidth_bytes_s[j]), float(self.kv_latency_s[j]),
+                      self.kv_efficiency)
+
+
+def kv_links(family: Family, unit_devices: np.ndarray, replica_devices: np.ndarray
+             ) -> tuple[np.ndarray, FloatArray, FloatArray]:
+    """The KV path of units of `unit_devices` accelerators made of replicas of
+    `replica_devices`: the scale-up link when the unit fits in one scale-up domain, else the
+    NICs; bytes/s over the replica's accelerators together, and one-way seconds."""
+    fabric = family.device.fabric
+    inside = np.asarray(unit_devices) <= family.scale_up_domain
+    lanes = np.asarray(replica_devices, dtype=float)
+    bw = np.where(inside, fabric.up_bw_bytes_s, fabric.out_bw_bytes_s) * lanes
+    lat = np.where(inside, fabric.up_latency_s, fabric.out_latency_s).astype(float)
+    path = np.where(inside, SCALE_UP, SCALE_OUT).astype(object)
+    return path, bw, lat
+
+
+def _tpot_bound(slo: Slo) -> float:
+    """The tightest TPOT objective (s); inf when none is set."""
+    return min((bound for metric, _p, bound in slo.items() if metric == "tpot"),
+               default=np.inf)
+
+
+def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
+                ) -> tuple[FloatArray, FloatArray]:
+    """(rows, buckets): requests/s one prefill replica and one decode replica of each fitting
+    row sustain alone, the decode replica at the largest batch whose step meets the bucket's
+    tightest TPOT objective (0 where not even one sequence does)."""
+    g = sc.grid
+    rows, nb = int(g["tp"].size), len(buckets)
+    prefill_rps, decode_rps = np.zeros((rows, nb)), np.zeros((rows, nb))
+    col = {k: v[:, np.newaxis] for k, v in g.items()}
+    rep = build_replica(family.arch, family.device, tp=col["tp"], pp=col["pp"], ep=col["ep"],
+                        weight_precision=col["precision"],
+                        tokens_per_step=col["prefill_chunk"])
+    by_hit: dict[float, list[int]] = {}
+    for k, b in enumerate(buckets):
+        by_hit.setdefault(b.load.prefix_hit, []).append(k)
+    for ks in by_hit.values():
+        # The arrival process does not enter a pool's service times.
+        load = stack_loads([buckets[k].load for k in ks])
+        pools = Pools.of(rep, rep, load, n_prefill=1.0, n_decode=1.0,
+                         link=KvLink(1.0, 0.0), max_batch=col["max_batch"],
+                         token_budget=col["prefill_chunk"])
+        bound = np.array([_tpot_bound(buckets[k].slo) for k in ks])
+        # The largest batch in [1, slots] whose decode step meets the bound (bisection; the
+        # step grows with the batch).
+        lo, hi = np.ones_like(pools.slots), pools.slots.copy()
+        meets_full = decode_step(rep, hi, pools.ctx) <= bound
+        for _ in range(_BATCH_STEPS):
+            mid = (lo + hi) / 2.0
+            ok = decode_step(rep, mid, pools.ctx) <= bound
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        batch = np.where(meets_full, pools.slots, lo)
+        tau = decode_step(rep, batch, pools.ctx)
+        meets_one = decode_step(rep, np.ones_like(batch), pools.ctx) <= bound
+        fits = pools.fits
+        prefill_rps[:, ks] = np.where(fits, 1.0 / pools.s_p, 0.0)
+        decode_rps[:, ks] = np.where(fits & meets_one,
+                                     batch / (np.maximum(pools.steps, 1.0) * tau), 0.0)
+    return prefill_rps, decode_rps
+
+
+def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
+                 sc: Screen) -> Units:
+    """Disaggregated units of the family: screen every fitting row of `sc` (the family's
+    `screen`) at every ratio of `space.pd_ratios` on every bucket, then price the shortlist
+    exactly."""
+    g = sc.grid
+    rows, nb = int(g["tp"].size), len(buckets)
+    ratios = np.array(space.pd_ratios, dtype=np.int64).reshape(-1, 2)
+    if rows == 0 or nb == 0 or ratios.size == 0:
+        return _empty(family, nb, rows * ratios.shape[0] * nb, space.pd_ratios)
+    prefill_rps, decode_rps = _pool_rates(family, sc, buckets)
+    n_p = ratios[:, 0].astype(float)[np.newaxis, :, np.newaxis]         # (1, ratios, 1)
+    n_d = ratios[:, 1].astype(float)[np.newaxis, :, np.newaxis]
+    cap = np.minimum(n_p * prefill_rps[:, np.newaxis], n_d * decode_rps[:, np.newaxis])
+    cost = sc.cost_usd_h[:, np.newaxis, np.newaxis] * (n_p + n_d)
+    ok = (sc.floor[:, np.newaxis] <= 1.0) & (cap > 0)
+    score = np.where(ok, cost / np.maximum(cap, 1e-300), np.inf)    # (rows, ratios, buckets)
+    size = (sc.devices[:, np.newaxis] * (n_p + n_d)[0, :, 0]).reshape(-1)
+
+    # ---- Shortlist: per bucket the best few units by score, and the best of each unit size.
+    flat = score.reshape(rows * ratios.shape[0], nb)
+    chosen: set[int] = set()
+    for k in range(nb):
+        order = np.lexsort((np.arange(flat.shape[0]), flat[:, k]))
+        good = order[np.isfinite(flat[order, k])]
+        chosen.update(int(u) for u in good[:space.shortlist])
+        for s in np.unique(size[good]):
+            chosen.add(int(good[size[good] == s][0]))
+    keep = np.array(sorted(chosen), dtype=np.int64)
+    row, which = np.divmod(keep, ratios.shape[0])
+    sel = {k: v[row] for k, v in g.items()}
+    u_p, u_d = ratios[which, 0], ratios[which, 1]
+    per_replica = sel["tp"] * sel["pp"]
+    devices = (u_p + u_d) * per_replica
+    path, bw, lat = kv_links(family, devices, per_replica)
+    efficiency = family.device.fabric.efficiency
+    n_units = keep.size
+    gp = np.zeros((n_units, nb))
+    binding = np.full((n_units, nb), "slo", dtype=object)
+    ttft99 = np.full((n_units, nb), np.nan)
+    tpot99 = np.full((n_units, nb), np.nan)
+    if n_units:
+        # ---- Exact: goodput of every shortlisted unit on every bucket, one pass per distinct
+        # objective set and arrival process.
+        groups: dict[tuple[Slo, float, float], list[int]] = {}
+        for k, b in enumerate(buckets):
+            groups.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
+        for (slo, _cv, _hit), ks in groups.items():
+            u_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_units), ks,
+                                                           indexing="ij"))
+            rep = build_replica(family.arch, family.device, tp=sel["tp"][u_idx],
+                                pp=sel["pp"][u_idx], ep=sel["ep"][u_idx],
+                                weight_precision=sel["precision"][u_idx],
+                                tokens_per_step=sel["prefill_chunk"][u_idx])
+            load = stack_loads([buckets[k].load for k in b_idx])
+            rate, bind, at = goodput_disaggregated(
+                rep, rep, load, slo, n_prefill=u_p[u_idx], n_decode=u_d[u_idx],
+                link=KvLink(bw[u_idx], lat[u_idx], efficiency),
+                max_batch=sel["max_batch"][u_idx], token_budget=sel["prefill_chunk"][u_idx],
+                iterations=GOODPUT_ITERATIONS)
+            gp[u_idx, b_idx] = rate
+            binding[u_idx, b_idx] = bind
+            ttft99[u_idx, b_idx] = np.where(rate > 0, at.ttft.p99, np.nan)
+            tpot99[u_idx, b_idx] = np.where(rate > 0, at.tpot.p99, np.nan)
+    replicas = (u_p + u_d).astype(float)
+    cost_u = sc.cost_usd_h[row] * replicas
+    # ---- What the mix gets: per bucket the best few by exact cost per request/s, and the best
+    # of each smaller unit size; the rest would only lengthen the mix's solve.
+    with np.errstate(divide="ignore"):
+        per_rps = np.where(gp > 0, cost_u[:, np.newaxis] / gp, np.inf)
+    useful = np.zeros(n_units, dtype=bool)
+    for k in range(nb):
+        order = np.lexsort((np.arange(n_units), per_rps[:, k]))
+        good = order[np.isfinite(per_rps[order, k])]
+        useful[good[:space.shortlist]] = True
+        if good.size:
+            smaller = good[devices[good] < devices[good[0]]]
+            for s in np.unique(devices[smaller]):
+                useful[smaller[devices[smaller] == s][0]] = True
+    m = np.flatnonzero(useful)
+    sel = {k: v[m] for k, v in sel.items()}
+    return Units(family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
+                 sel["prefill_chunk"], u_p[m], u_d[m], devices[m], cost_u[m],
+                 (idle_power(family, sc.devices[row]) * replicas)[m],
+                 busy_power(family, sel, buckets) * replicas[m], path[m], bw[m], lat[m],
+                 efficiency, gp[m], binding[m], ttft99[m], tpot99[m], int(score.size),
+                 n_units * nb, space.pd_ratios)
+
+
+def _empty(family: Family, nb: int, screened: int,
+           ratios: tuple[tuple[int, int], ...]) -> Units:
+    none = np.zeros(0, dtype=np.int64)
+    empty = np.zeros(0)
+    return Units(family, np.zeros(0, dtype=object), none, none, none, none, none, none, none,
+                 none, empty, empty, empty, np.zeros(0, dtype=object), empty, empty,
+                 family.device.fabric.efficiency, np.zeros((0, nb)),
+                 np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
+                 screened, 0, ratios)

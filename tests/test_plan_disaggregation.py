@@ -1,0 +1,350 @@
+"""`options.disaggregation` in `fleetplan plan`: the spec's switch and pool ratios, units of a
+prefill and a decode pool as mix candidates, their capacity, re-check, placement and report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from fleetplan.hardware import Catalog
+from fleetplan.hardware.errors import SpecError
+from fleetplan.hardware.yamlio import load_yaml_text
+from fleetplan.models.device import Device
+from fleetplan.models.disaggregation import (
+    KvLink,
+    decode_step,
+    goodput_disaggregated,
+    serve_disaggregated,
+)
+from fleetplan.models.inference import Replica, build_replica
+from fleetplan.models.queueing import Lengths, Slo, Workload, serve
+from fleetplan.plan import api
+from fleetplan.plan.cli import app
+from fleetplan.plan.planner import resolve_plan, run_plan
+from fleetplan.plan.report import allocation_rows, report_schema
+from fleetplan.plan.spec import parse_spec
+from fleetplan.solvers.disaggregated import SCALE_OUT, SCALE_UP, kv_links
+from fleetplan.solvers.fleet import FleetPlan
+from fleetplan.solvers.mix import check_mix
+from fleetplan.solvers.search import Family
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "disaggregated-long-prompt.yaml"
+
+SPEC = """\
+workloads:
+  - name: w
+    model: llama-3.1-8b
+    rate_rps: 20
+    input_len: 4000
+    output_len: 200
+    slo: {{ttft_p99_s: 1.0, tpot_p99_s: 0.02}}
+pool:
+  - {{accelerator: h100-sxm}}
+options:
+  precisions: [fp8]
+  pp: [1]
+{options}"""
+
+
+def _spec(options: str = "") -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml_text(SPEC.format(options=options), "<test>")
+    return data
+
+
+def _plan(spec: dict[str, Any] | Path, catalog: Catalog) -> dict[str, Any]:
+    report: dict[str, Any] = api.plan(spec, catalog=catalog).to_dict()
+    return report
+
+
+def _fleet(spec: dict[str, Any] | Path, catalog: Catalog) -> FleetPlan:
+    loaded = api.load_spec(spec)
+    return run_plan(resolve_plan(loaded, catalog), catalog)
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ("  pd_ratios: ['0:1']", "each pool has 1 to 8 replicas"),
+    ("  pd_ratios: ['1:9']", "each pool has 1 to 8 replicas"),
+    ("  pd_ratios: ['1:2', [1, 2]]", "given twice"),
+    ("  pd_ratios: ['one:two']", "is not 'P:D' or [P, D]"),
+    ("  pd_ratios: [[1, 2, 3]]", "is not 'P:D' or [P, D]"),
+    ("  pd_ratios: [1.5]", "is not 'P:D' or [P, D]"),
+    ("  pd_ratios: []", "at least 1 item"),
+    ("  disaggregation: sometimes", "'off', 'on' or 'auto'"),
+])
+def test_bad_disaggregation_options_name_the_field_and_line(options: str, says: str) -> None:
+    text = SPEC.format(options=options)
+    with pytest.raises(SpecError) as err:
+        parse_spec(load_yaml_text(text, "spec.yaml"), "spec.yaml")
+    key = options.strip().split(":")[0]
+    assert err.value.field == f"options.{key}"
+    assert err.value.line == 13                   # the option's own line
+    assert says in err.value.message
+
+
+def test_bad_ratio_is_a_located_cli_error(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(options="  disaggregation: auto\n  pd_ratios: ['2:0']"))
+    # The console entry point, where user errors become exit 2.
+    code = "from fleetplan.plan.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "plan", str(path)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"{path}:14" in result.stderr and "options.pd_ratios" in result.stderr
+
+
+def test_ratio_forms_and_yaml_switch_words() -> None:
+    # YAML 1.1 reads a bare off/on as false/true; they mean the words.
+    off = parse_spec(_spec("  disaggregation: off"), "s").spec.options
+    on = parse_spec(_spec("  disaggregation: on"), "s").spec.options
+    assert (off.disaggregation, on.disaggregation) == ("off", "on")
+    opts = parse_spec(_spec("  pd_ratios: [' 3 : 1', [1, 2]]"), "s").spec.options
+    assert opts.pd_pairs == ((3, 1), (1, 2))
+    assert parse_spec(_spec(), "s").spec.options.disaggregation == "off"
+
+
+def test_spec_schema_describes_the_options(runner: CliRunner) -> None:
+    schema = json.loads(runner.invoke(app, ["schema", "spec"]).stdout)
+    props = schema["$defs"]["Options"]["properties"]
+    assert props["disaggregation"]["default"] == "off"
+    assert "pd_ratios" in props
+    for text in ("  disaggregation: auto\n  pd_ratios: ['1:2', [2, 3]]",
+                 "  disaggregation: off"):
+        jsonschema.validate(_spec(text), schema)
+
+
+# ----------------------------------------------------------------------------- off is today
+
+
+def test_off_is_the_plan_without_the_option(catalog: Catalog) -> None:
+    """An explicit `off`, whatever the ratios, reports byte for byte what a spec without the
+    options does: no unit searched, no disaggregated field, the options left out of inputs."""
+    plain = api.plan(_spec(), catalog=catalog).to_json()
+    off = api.plan(_spec("  disaggregation: off\n  pd_ratios: ['1:1']"),
+                   catalog=catalog).to_json()
+    assert off == plain
+    assert '"disaggregated"' not in plain and "pd_ratios" not in plain
+
+
+def test_off_candidates_are_the_colocated_part_of_auto(catalog: Catalog) -> None:
+    off = _fleet(_spec(), catalog)
+    auto = _fleet(_spec("  disaggregation: auto"), catalog)
+    on = _fleet(_spec("  disaggregation: on"), catalog)
+    assert off.units == () and not any(c.disaggregated for c in off.choices)
+    colocated = [c for c in auto.choices if not c.disaggregated]
+    assert colocated == list(off.choices)
+    assert np.array_equal(auto.capacity_rps[:len(colocated)], off.capacity_rps)
+    assert any(c.disaggregated for c in auto.choices)
+    assert on.choices and all(c.disaggregated for c in on.choices)
+
+
+# ----------------------------------------------------------------------------- capacity
+
+
+def _rep(catalog: Catalog) -> Replica:
+    device = Device(catalog.accelerator("h100-sxm"),
+                    catalog.calibration.for_device("h100-sxm", "trtllm"),
+                    catalog.engine("trtllm"))
+    return build_replica(catalog.model("llama-3.1-8b"), device, tp=1, weight_precision="fp8")
+
+
+def test_unit_capacity_is_the_smaller_pool(catalog: Catalog) -> None:
+    """Llama 3.1 8B in fp8 on one H100, 2048-token prompts, 128 output tokens, at most 64
+    sequences per decode replica.
+
+    Decode replica: 64 slots (the KV cache holds ~1M tokens, far more than 64 x 2176), 127
+    decode steps per request (the first token comes from prefill), each step tau(64) at the
+    mean context 2048 + 128 / 2 = 2112: 64 / (127 tau) requests/s.
+    Prefill replica: one prompt at a time, at least 2 x 8.03e9 x 2048 = 3.29e13 FLOP at the
+    fp8 dense peak of 1.979e15 FLOP/s: >= 16.6 ms, so at most 60 requests/s.
+    A unit of P prefill and D decode replicas carries min(P x prefill, D x decode)."""
+    rep = _rep(catalog)
+    load = Workload(np.asarray(1.0), Lengths.fixed(2048), Lengths.fixed(128))
+    link = KvLink(450e9, 1e-6)
+
+    def capacity(n_p: int, n_d: int) -> float:
+        return float(serve_disaggregated(rep, rep, load, n_prefill=n_p, n_decode=n_d,
+                                         link=link, max_batch=64).capacity_rps)
+
+    tau = float(decode_step(rep, 64.0, 2112.0))
+    decode_one = 64.0 / (127.0 * tau)
+    # Eight prefill replicas never bind one decode replica, and the other way round.
+    assert capacity(8, 1) == pytest.approx(decode_one, rel=1e-12)
+    prefill_one = capacity(1, 8)
+    assert 0 < prefill_one < 1.0 / 16.6e-3
+    for n_p, n_d in ((1, 1), (2, 3), (1, 4), (4, 1), (3, 2)):
+        bound = min(n_p * prefill_one, n_d * decode_one)
+        assert capacity(n_p, n_d) == pytest.approx(bound, rel=1e-12)
+        # With no latency objective the goodput is that capacity, to the bisection's
+        # resolution (2**-12 of it); with one it is no more.
+        free, bind, _ = goodput_disaggregated(rep, rep, load, Slo(), n_prefill=n_p,
+                                              n_decode=n_d, link=link, max_batch=64)
+        assert bound * (1 - 2**-12 - 1e-6) <= float(free) <= bound
+        assert str(bind) == "capacity"
+        tight, _, at = goodput_disaggregated(rep, rep, load, Slo(ttft_p99_s=0.1),
+                                             n_prefill=n_p, n_decode=n_d, link=link,
+                                             max_batch=64)
+        assert float(tight) <= float(free)
+        assert float(at.ttft.p99) <= 0.1
+
+
+def test_kv_path_follows_the_scale_up_domain(catalog: Catalog) -> None:
+    # H100: NVLink 450 GB/s per direction per GPU inside 8-GPU domains, one 400 Gb/s
+    # (50 GB/s) NIC per GPU outside. A 2:1 unit of TP-2 replicas is 6 GPUs: NVLink, each of the
+    # 2 ranks sending its shard, 2 x 450 GB/s. A 3:2 unit of TP-2 replicas is 10 GPUs: NICs,
+    # 2 x 50 GB/s.
+    rep = _rep(catalog)
+    family = Family("f", rep.arch, rep.device, 1.0, math.inf, 8)
+    path, bw, _lat = kv_links(family, np.array([6, 10]), np.array([2, 2]))
+    assert list(path) == [SCALE_UP, SCALE_OUT]
+    assert bw.tolist() == [900e9, 100e9]
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@pytest.mark.parametrize("spec", [
+    pytest.param(EXAMPLE, id="example"),
+    pytest.param(_spec(), id="8b-short-prompts"),
+    pytest.param({**_spec(), "workloads": [{
+        "name": "w", "model": "llama-3.1-8b", "rate_rps": 40, "input_len": 8000,
+        "output_len": 300, "slo": {"ttft_p99_s": 1.0, "tpot_p99_s": 0.015}}]},
+        id="8b-long-prompts"),
+])
+def test_auto_never_costs_more_than_off_or_on(spec: Path | dict[str, Any],
+                                              catalog: Catalog) -> None:
+    """auto's candidates are off's and on's together, so its optimum is no dearer than
+    either (to the ILP's proven gap, 1e-4 at most)."""
+    base = load_yaml_text(spec.read_text(), str(spec)) if isinstance(spec, Path) else spec
+    costs = {}
+    for mode in ("off", "on", "auto"):
+        data = {**base, "options": {**base.get("options", {}), "disaggregation": mode}}
+        report = _plan(data, catalog)
+        assert report["status"] == "optimal"
+        costs[mode] = report["cost_usd_h"]
+    assert costs["auto"] <= min(costs["off"], costs["on"]) * (1 + 1e-4)
+
+
+def test_example_picks_disaggregation(catalog: Catalog) -> None:
+    """8k-token prompts on 70B with a 15 ms TPOT objective: a co-located replica's decode steps
+    carry 8192-token prompt chunks; the plan is one unit of 2 prefill and 1 decode replicas of
+    TP 4 x PP 4, 48 H100s, where the co-located plan needs 88."""
+    report = _plan(EXAMPLE, catalog)
+    off = _plan({**load_yaml_text(EXAMPLE.read_text(), str(EXAMPLE)),
+                 "options": {"disaggregation": "off"}}, catalog)
+    assert report["accelerators"] < off["accelerators"]
+    assert report["cost_usd_h"] < off["cost_usd_h"]
+    (alloc,) = report["allocations"]
+    pools = alloc["disaggregated"]
+    assert (pools["units"], pools["prefill"]["per_unit"], pools["decode"]["per_unit"]) == \
+        (1, 2, 1)
+    # 3 replicas of 16 accelerators: more than an 8-GPU node, so the KV caches go over the
+    # NICs, 16 lanes of 50 GB/s.
+    assert pools["kv_link"] == "scale-out"
+    assert pools["kv_link_bandwidth_bytes_s"] == 16 * 50e9
+    assert alloc["count"] == alloc["replicas"] * alloc["tp"] * alloc["pp"] == 48
+    jsonschema.validate(report, report_schema())
+    assert report["schema_version"] == "1.2"
+    assert "disaggregation" in report["assumptions"]
+    assert report["search"][0]["disaggregated"]["units_evaluated"] > 0
+
+
+def test_recheck_prices_units_through_both_pools(catalog: Catalog) -> None:
+    """The re-check of a disaggregated allocation, re-derived from the report: the route's
+    p99s are those of the two pools at the unit's rate, not of a co-located replica, and they
+    meet the SLO; the mix's own residuals hold."""
+    plan = _fleet(EXAMPLE, catalog)
+    check = check_mix(plan.problem, plan.mix)
+    assert check.ok()
+    report = _plan(EXAMPLE, catalog)
+    (alloc,) = report["allocations"]
+    (route,) = alloc["routes"]
+    pools = alloc["disaggregated"]
+    assert route["slo_ratio"] <= 1.0 + 1e-6 and alloc["load_fraction"] <= 1.0 + 1e-9
+    device = Device(catalog.accelerator("h100-sxm"),
+                    catalog.calibration.for_device("h100-sxm", "trtllm"),
+                    catalog.engine("trtllm"))
+    rep = build_replica(catalog.model("llama-3.1-70b"), device, tp=alloc["tp"],
+                        pp=alloc["pp"], weight_precision=alloc["precision"],
+                        tokens_per_step=alloc["prefill_chunk"])
+    load = Workload(np.asarray(route["rate_rps"]), Lengths.lognormal(8000, 4000),
+                    Lengths.lognormal(400, 200))
+    link = KvLink(pools["kv_link_bandwidth_bytes_s"], 1e-6,
+                  device.fabric.efficiency)
+    both = serve_disaggregated(rep, rep, load, n_prefill=pools["prefill"]["per_unit"],
+                               n_decode=pools["decode"]["per_unit"], link=link,
+                               max_batch=alloc["max_batch"],
+                               token_budget=alloc["prefill_chunk"])
+    assert route["ttft_p99_s"] == pytest.approx(float(both.ttft.p99), rel=1e-9)
+    assert route["tpot_p99_s"] == pytest.approx(float(both.tpot.p99), rel=1e-9)
+    # The same three replicas co-located, a third of the rate each, miss the TPOT objective.
+    colocated = serve(rep, load.at_rate(route["rate_rps"] / 3), max_batch=alloc["max_batch"],
+                      token_budget=alloc["prefill_chunk"])
+    assert float(colocated.tpot.p99) > 0.015
+
+
+def test_units_in_one_domain_are_placed_in_one(catalog: Catalog) -> None:
+    """A 3-GPU unit (2 prefill + 1 decode replica of TP 1) ships KV over NVLink, so it lies in
+    one node; a unit over the NICs is placed pool by pool."""
+    plan = _fleet(_spec("  disaggregation: on"), catalog)
+    used = [c for c, ch in enumerate(plan.choices) if plan.mix.replicas[c] > 0]
+    assert used
+    for c in used:
+        ch = plan.choices[c]
+        assert ch.kv_path == SCALE_UP and ch.devices <= 8
+        placement = plan.placements[ch.group]
+        assert placement is not None and placement.feasible
+        for node in placement.node_contents:
+            for name, accelerators in node:
+                if name == ch.name:
+                    assert accelerators % ch.devices == 0
+    wide = _fleet(EXAMPLE, catalog)
+    (placement,) = [p for p in wide.placements if p is not None]
+    held: dict[str, int] = {}
+    for node in placement.node_contents:
+        for name, accelerators in node:
+            held[name.rsplit("/", 1)[1]] = held.get(name.rsplit("/", 1)[1], 0) + accelerators
+    assert held == {"prefill": 32, "decode": 16}
+    assert placement.nodes == 6
+
+
+def test_table_shows_the_pools(catalog: Catalog) -> None:
+    report = api.plan(EXAMPLE, catalog=catalog).report
+    _head, rows = allocation_rows(report)
+    assert rows[0][2] == "3 = 1x(2P+1D)"
+
+
+def test_hourly_plans_recheck_units(catalog: Catalog) -> None:
+    """Under a rate profile each hour's mix may use units too; every routed unit is priced
+    again through both pools at the hour's load and meets the SLO."""
+    spec = _spec("  disaggregation: on")
+    spec["workloads"][0].pop("rate_rps")
+    spec["workloads"][0]["rate_profile_rps"] = [5.0] * 12 + [20.0] * 12
+    plan = _fleet(spec, catalog)
+    assert len(plan.hours) == 24
+    for hour in plan.hours:
+        assert hour.check is not None and hour.check.ok()
+        assert hour.served
+        for s in hour.served:
+            assert plan.choices[s.choice].disaggregated
+            assert math.isfinite(s.slo_ratio) and s.slo_ratio <= 1.0 + 1e-6
+
+
+def test_measured_capacities_have_no_pools(catalog: Catalog) -> None:
+    path = REPO / "examples" / "melange-capacity-table.yaml"
+    data = load_yaml_text(path.read_text(), str(path))
+    data["options"] = {**data.get("options", {}), "disaggregation": "auto"}
+    with pytest.raises(SpecError) as err:
+        api.plan(data, catalog=catalog)
+    assert err.value.field == "options.disaggregation"
