@@ -143,13 +143,16 @@ class SimResult:
     cls: IntArray | None = None
     """Class id per kept request, when the trace had one."""
 
-    def percentiles(self) -> dict[str, dict[str, float]]:
-        """{"ttft_s": {"mean", "p50", "p90", "p99"}, "tpot_s": {...}, "e2e_s": {...}}, s;
-        NaNs ignored (NaN where nothing is left)."""
+    def percentiles(self, where: npt.NDArray[np.bool_] | None = None) \
+            -> dict[str, dict[str, float]]:
+        """{"ttft_s": {"mean", "p50", "p90", "p99"}, "tpot_s": {...}, "e2e_s": {...}}, s, of
+        the kept requests (those `where` marks, when given); NaNs ignored (NaN where nothing
+        is left)."""
         out: dict[str, dict[str, float]] = {}
         for name, values in (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s),
                              ("e2e_s", self.e2e_s)):
-            v = values[~np.isnan(values)]
+            v = values if where is None else values[where]
+            v = v[~np.isnan(v)]
             if v.size == 0:
                 out[name] = {"mean": math.nan, "p50": math.nan, "p90": math.nan, "p99": math.nan}
                 continue

@@ -31,10 +31,13 @@ from ..models.queueing import (
     Lengths,
     LoadResult,
     Percentiles,
+    RequestClass,
     Slo,
     Workload,
     goodput,
+    mixed_workload,
     serve,
+    serve_classes,
 )
 from ..models.simulate import (
     ReplicaConfig,
@@ -78,6 +81,64 @@ class EstimateRequest:
     prefix_hit: float = 0.0
     disaggregate: str | None = None
     """"P:D": serve the rate with P prefill and D decode replicas instead of colocated ones."""
+    classes: tuple[str, ...] = ()
+    """Request classes sharing the replica, each "name=N share=S input=DIST output=DIST
+    [ttft_p99=S ...]"; they replace the single input/output distribution under load."""
+
+
+CLASS_SLO_KEYS = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
+_CLASS_KEYS = ("name", "share", "input", "output", *CLASS_SLO_KEYS)
+
+
+def parse_class(text: str) -> RequestClass:
+    """One --class: space-separated key=value pairs; lengths as 'fixed:N', 'lognormal:M:S' or
+    a plain number of tokens; objectives in seconds."""
+    values: dict[str, str] = {}
+    for part in text.split():
+        key, sep, value = part.partition("=")
+        if not sep or key not in _CLASS_KEYS:
+            raise SpecError(f"expected key=value with a key from {', '.join(_CLASS_KEYS)}; "
+                            f"got {part!r}", field="class")
+        if key in values:
+            raise SpecError(f"{key} given twice in {text!r}", field="class")
+        values[key] = value
+    missing = [k for k in ("name", "share", "input", "output") if k not in values]
+    if missing:
+        raise SpecError(f"{text!r} lacks {', '.join(missing)}", field="class")
+
+    def number(key: str) -> float:
+        try:
+            value = float(values[key])
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise SpecError(f"{key} must be a positive number, got {values[key]!r}",
+                            field="class")
+        return value
+
+    def lengths(key: str) -> Lengths:
+        raw = values[key]
+        return parse_lengths(f"fixed:{raw}" if raw.replace(".", "", 1).isdigit() else raw,
+                             1, "class")
+
+    share = number("share")
+    if share > 1:
+        raise SpecError(f"share must be within (0, 1], got {share:g}", field="class")
+    slo = Slo(**{f"{k}_s": number(k) for k in CLASS_SLO_KEYS if k in values})
+    return RequestClass(values["name"], share, lengths("input"), lengths("output"),
+                        slo if slo.items() else None)
+
+
+def request_classes(req: EstimateRequest) -> tuple[RequestClass, ...]:
+    """The request's classes, checked: unique names, shares summing to one."""
+    classes = tuple(parse_class(text) for text in req.classes)
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise SpecError(f"class names repeat: {', '.join(names)}", field="class")
+    total = sum(c.share for c in classes)
+    if classes and abs(total - 1.0) > 1e-6:
+        raise SpecError(f"class shares sum to {total:g}, not 1", field="class")
+    return classes
 
 
 def parse_pools(text: str) -> tuple[int, int]:
@@ -109,6 +170,11 @@ def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
 
 
 def workload_of(req: EstimateRequest, rate: float) -> Workload:
+    """The request stream of `req` at `rate` requests/s: its classes mixed when it has any."""
+    if req.classes:
+        return mixed_workload(rate, request_classes(req),
+                              arrival_cv=req.arrival_cv if req.arrival == "gamma" else 1.0,
+                              prefix_hit=req.prefix_hit)
     return Workload(np.asarray(rate, dtype=float),
                     parse_lengths(req.input_dist, req.input_len, "input_dist"),
                     parse_lengths(req.output_dist, req.output_len, "output_dist"),
@@ -228,6 +294,23 @@ def _percentiles(p: Percentiles) -> dict[str, float]:
     return {k: float(v) for k, v in p.as_dict().items()}
 
 
+def class_report(classes: tuple[RequestClass, ...], results: tuple[LoadResult, ...]) \
+        -> dict[str, Any]:
+    """Per class: its share, latency percentiles, objectives and whether they hold."""
+    out: dict[str, Any] = {}
+    for c, res in zip(classes, results, strict=True):
+        items = c.slo.items() if c.slo else []
+        met = all(float(getattr(res, m).at(p)) <= b for m, p, b in items) and bool(res.stable)
+        out[c.name] = {"share": c.share,
+                       "latency": {"ttft_s": _percentiles(res.ttft),
+                                   "tpot_s": _percentiles(res.tpot),
+                                   "e2e_s": _percentiles(res.e2e)},
+                       "output_tok_s": float(res.output_tok_s),
+                       "slo": {f"{m}_{p}_s": b for m, p, b in items},
+                       "meets_slo": met if items else None}
+    return out
+
+
 def load_report(res: LoadResult) -> dict[str, Any]:
     """The `latency` part of a report for a replica under load (JSON null where a figure is
     undefined, e.g. utilization of a replica with no capacity)."""
@@ -324,6 +407,12 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
         load = serve(rep, workload_of(req, req.rate_rps), max_batch=req.batch,
                      token_budget=req.prefill_chunk, spec=spec)
         report.update(load_report(load))
+        if req.classes:
+            classes = request_classes(req)
+            report["latency_by_class"] = class_report(classes, serve_classes(
+                rep, workload_of(req, req.rate_rps), classes, max_batch=req.batch,
+                token_budget=req.prefill_chunk, spec=spec))
+            report["inputs"]["classes"] = list(req.classes)
         report["inputs"].update({"rate_rps": req.rate_rps, "arrival": req.arrival,
                                  "arrival_cv": req.arrival_cv if req.arrival == "gamma"
                                  else 1.0, "input_dist": req.input_dist,
@@ -351,9 +440,13 @@ def run_goodput(req: EstimateRequest, slo: Slo, catalog: Catalog,
                 calibration: CalibrationSet) -> dict[str, Any]:
     """The highest request rate per replica that meets `slo`, and what binds there."""
     r = resolve(req, catalog, calibration)
+    classes = request_classes(req)
     rate, binding, at = goodput(r.replica, workload_of(req, 1.0), slo, max_batch=req.batch,
-                                token_budget=req.prefill_chunk, spec=r.spec)
-    return {"goodput_rps": float(rate), "binding": str(binding),
+                                token_budget=req.prefill_chunk, spec=r.spec, classes=classes)
+    by_class = {} if not classes else {"latency_by_class": class_report(classes, serve_classes(
+        r.replica, workload_of(req, float(rate) or 1e-6), classes, max_batch=req.batch,
+        token_budget=req.prefill_chunk, spec=r.spec))}
+    return {**by_class, "goodput_rps": float(rate), "binding": str(binding),
             "capacity_rps": float(at.capacity_rps),
             "slo": {f"{m}_{p}_s": b for m, p, b in slo.items()},
             "at_goodput": load_report(at),
@@ -430,8 +523,20 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         arrivals = gamma_arrivals(req.rate_rps, req.arrival_cv, requests, rng)
     else:
         arrivals = poisson_arrivals(req.rate_rps, requests, rng)
-    i_len = _draw(load.input_len, requests, rng)
-    o_len = _draw(load.output_len, requests, rng)
+    classes = request_classes(req)
+    cls: np.ndarray | None = None
+    if classes:
+        shares = np.array([c.share for c in classes])
+        cls = rng.choice(len(classes), size=requests, p=shares / shares.sum()).astype(np.int64)
+        i_len = np.zeros(requests, dtype=np.int64)
+        o_len = np.zeros(requests, dtype=np.int64)
+        for j, c in enumerate(classes):
+            mine = cls == j
+            i_len[mine] = _draw(c.input_len, int(mine.sum()), rng)
+            o_len[mine] = _draw(c.output_len, int(mine.sum()), rng)
+    else:
+        i_len = _draw(load.input_len, requests, rng)
+        o_len = _draw(load.output_len, requests, rng)
     if trace is not None:
         arrivals = trace.arrival_s - trace.arrival_s[0]
         i_len, o_len = trace.input_len, trace.output_len
@@ -445,12 +550,22 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
         config = ReplicaConfig(table, max_batch, budget, kv_tokens,
                                engine.reserve_kv_for_output, spec.draft_len if spec else 0,
                                spec.acceptance if spec else 0.0)
-        sim = simulate(Requests(arrivals, i_len, o_len), config, replicas=replicas,
+        sim = simulate(Requests(arrivals, i_len, o_len, cls), config, replicas=replicas,
                        routing=routing, seed=seed)
     except ValueError as err:
         raise SpecError(str(err), field="requests") from None
     analytic = serve(rep, load, max_batch=req.batch, token_budget=req.prefill_chunk, spec=spec)
+    by_class: dict[str, Any] = {}
+    if classes and sim.cls is not None:
+        per_class = serve_classes(rep, load, classes, max_batch=req.batch,
+                                  token_budget=req.prefill_chunk, spec=spec)
+        by_class = {"latency_by_class": {
+            c.name: {"share": c.share, "requests": int(np.sum(sim.cls == j)),
+                     "latency": sim.percentiles(sim.cls == j),
+                     "analytic": class_report((c,), (per_class[j],))[c.name]["latency"]}
+            for j, c in enumerate(classes)}}
     return {
+        **by_class,
         "latency": sim.percentiles(),
         "analytic": load_report(analytic),
         "simulation": {"requests": requests, "seed": seed, "replicas": replicas,
