@@ -4,9 +4,9 @@ models in vectorised passes.
 The grid is precision x TP x PP x EP x max batch x prefill chunk. Shapes the model cannot split
 and replicas whose weights do not fit are masked. A cheap screen over the whole grid and every
 request bucket (latency floors of one request alone, and the roofline throughput limit) ranks
-the candidates by cost per request/s; the best of them per bucket, and the best of each replica
-size, then get the full serving model: the highest request rate per replica that meets the
-bucket's latency objectives (goodput).
+the candidates by cost per request/s; the best of them per bucket and prefill chunk, and the
+best of each replica size, then get the full serving model: the highest request rate per
+replica that meets the bucket's latency objectives (goodput).
 """
 
 from __future__ import annotations
@@ -289,6 +289,33 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
     return Screen(g, n_grid, devices, cost, floor, floor_term, score)
 
 
+def shortlist(score: FloatArray, devices: FloatArray, chunk: np.ndarray, few: int) -> np.ndarray:
+    """The rows (ascending) that get the exact serving model: per bucket (column of `score`,
+    lower is better, inf ruled out) and per prefill chunk, the best `few` by score and the best
+    of each replica size (`devices`; small replicas round an integer plan up by less).
+
+    Per chunk, because the screen cannot rank chunks against each other: its throughput limit
+    spreads the prompt tokens evenly over the steps and its floors price one request alone, so
+    a chunk's size enters neither (beyond the token budget's cap on the batch). What the size
+    does, the queueing model alone sees: a step that carries a big chunk stretches the TPOT of
+    every sequence decoding in it, and a small one splits a prompt over more steps. Rows that
+    differ only in their chunk thus tie or nearly tie in the screen, and a shared shortlist
+    would fill with copies of one configuration. Ranked per chunk, a grid with more chunks
+    shortlists a superset of what any subset of its chunks gets, so listing more chunks
+    cannot raise the cost of a plan the mix proves optimal."""
+    rows = np.arange(score.shape[0])
+    chosen: set[int] = set()
+    for value in np.unique(chunk):
+        mine = rows[chunk == value]
+        for k in range(score.shape[1]):
+            order = mine[np.lexsort((mine, score[mine, k]))]
+            good = order[np.isfinite(score[order, k])]
+            chosen.update(good[:few].tolist())
+            _sizes, first = np.unique(devices[good], return_index=True)
+            chosen.update(good[first].tolist())
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
 def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
                   screened: Screen | None = None) -> Candidates:
     """Screen the family's grid on every bucket (or take `screened`, the `screen` of the same
@@ -300,16 +327,7 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     if n_fit == 0 or not buckets:
         return _empty(family, g, n_grid, buckets)
 
-    # ---- Shortlist: per bucket the best few by score, and the best of each replica size
-    # (small replicas round an integer plan up by less).
-    chosen: set[int] = set()
-    for k in range(len(buckets)):
-        order = np.lexsort((np.arange(n_fit), score[:, k]))
-        good = order[np.isfinite(score[order, k])]
-        chosen.update(int(j) for j in good[:space.shortlist])
-        for size in np.unique(devices[good]):
-            chosen.add(int(good[devices[good] == size][0]))
-    keep = np.array(sorted(chosen), dtype=np.int64)
+    keep = shortlist(score, devices, g["prefill_chunk"], space.shortlist)
     floors = {b.name: (float(np.min(floor[:, k])), str(floor_term[np.argmin(floor[:, k]), k]))
               for k, b in enumerate(buckets)}
     sel = {k: v[keep] for k, v in g.items()}
