@@ -54,6 +54,11 @@ class Replica:
     def devices(self) -> FloatArray:
         return self.par.devices
 
+    @property
+    def streams_weights(self) -> bool:
+        """Whether GEMMs stream weights into a compute pipeline (not compute-in-memory)."""
+        return self.device.accelerator.kind != "cim"
+
 
 def default_kv_precision(device: Device, weight: str) -> str:
     """The KV-cache format an engine pairs with a weight format: the weight format itself for
@@ -169,7 +174,7 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     for op in ops.ops:
         peak = rep.peak_flops if op.weight_format_math else rep.act_peak_flops
         t = op_time(op, peak, eff, rep.memory.weight_s_per_byte, kv_spb,
-                    rep.memory.act_s_per_byte)
+                    rep.memory.act_s_per_byte, streamed=rep.streams_weights)
         is_compute = t.compute >= t.memory
         compute = compute + np.where(is_compute, t.time, 0.0)
         memory = memory + np.where(is_compute, 0.0, t.time)

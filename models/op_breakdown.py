@@ -95,7 +95,7 @@ def op_points(rep: Replica, phase: Phase) -> tuple[OpPoint, ...]:
     for op in ops.ops:
         peak = rep.peak_flops if op.weight_format_math else rep.act_peak_flops
         t = op_time(op, peak, rep.device.efficiency, mem.weight_s_per_byte, kv_spb,
-                    mem.act_s_per_byte)
+                    mem.act_s_per_byte, streamed=rep.streams_weights)
         out.append(OpPoint(phase.name, op.name, _scalar(op.flops), _scalar(op.bytes),
                            _scalar(t.time), _scalar(t.compute), _scalar(t.memory)))
     return tuple(out)

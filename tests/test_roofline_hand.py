@@ -26,19 +26,23 @@ def test_one_gemm_compute_bound() -> None:
     # At 989.4e12 FLOP/s, 70% efficiency reduced by 4096 / (4096 + 32) rows:
     # 5.4976e11 / (989.4e12 * 0.7 * 0.992248) = 7.9998e-4 s.
     # Bytes: (4096*8192 + 8192*8192 + 4096*8192) * 2 = 268,435,456 B; at 3.35e12 * 0.85 B/s
-    # that is 9.427e-5 s, so compute bounds it.
+    # that is 9.427e-5 s, so compute dominates. A GEMM's loads add to the math on its real
+    # rows (GEMM_BLEND = 1; the 32 rows' worth of tile padding stretches the math pipeline
+    # alone): 5.4976e11 / (989.4e12 * 0.7) + 9.427e-5 = 7.9378e-4 + 9.427e-5 = 8.8805e-4 s,
+    # more than the padded math alone (7.9998e-4 s).
     eff = Efficiency(compute=0.7, gemm_rows_half=32.0, memory=0.85)
     t = gemm_time(2 * 4096 * 8192 * 8192, 268_435_456, 4096, 989.4e12, 3.35e12, eff)
-    assert float(t.time) == pytest.approx(7.9998e-4, rel=1e-4)
+    assert float(t.time) == pytest.approx(8.8805e-4, rel=1e-4)
     assert float(t.memory) == pytest.approx(9.427e-5, rel=1e-3)
     assert float(t.compute) > float(t.memory)
 
 
 def test_one_gemm_memory_bound_at_one_row() -> None:
     # One token through the same 8192 x 8192 weight: 2 * 8192 * 8192 = 1.342e8 FLOP, but
-    # the 134,217,728 weight bytes take 134217728 / 3.35e12 = 4.0065e-5 s at full bandwidth.
+    # the 134,217,728 weight bytes take 134217728 / 3.35e12 = 4.0065e-5 s at full bandwidth;
+    # the math adds 1.342e8 / 989.4e12 = 1.357e-7 s: 4.0201e-5 s.
     t = gemm_time(2 * 8192 * 8192, 8192 * 8192 * 2, 1, 989.4e12, 3.35e12, IDEAL)
-    assert float(t.time) == pytest.approx(4.0065e-5, rel=1e-4)
+    assert float(t.time) == pytest.approx(4.0201e-5, rel=1e-4)
     assert float(t.memory) > float(t.compute)
 
 
@@ -49,11 +53,14 @@ def test_one_decode_step(catalog: Catalog) -> None:
     #   weights (6,738,415,616 - 32000 * 4096) params * 2 B = 13,214,687,232 B
     #   KV      1000 tokens * 32 layers * 2 * 4096 * 2 B    =    524,288,000 B
     #   total                                               = 13,738,975,232 B
-    # at 3.35e12 B/s: 4.1012e-3 s (activations add about 5 MB, 0.04%).
+    # at 3.35e12 B/s: 4.1012e-3 s (activations add about 5 MB, 0.04%). The GEMMs' math adds
+    # to their weight streaming (GEMM_BLEND = 1): 2 FLOP per weight, the same 6,607,343,616
+    # params, 13,214,687,232 FLOP at 989.4e12 FLOP/s = 1.3356e-5 s; 4.1146e-3 s in all.
     device = Device(catalog.accelerator("h100-sxm"), IDEAL, NO_OVERHEAD)
     rep = build_replica(catalog.model("llama-2-7b"), device, weight_precision="bf16")
     step = step_time(rep, StepShape.of(decode_seqs=1, decode_ctx=1000))
-    assert float(step.time) == pytest.approx(13_738_975_232 / 3.35e12, rel=1e-3)
+    assert float(step.time) == pytest.approx(13_738_975_232 / 3.35e12
+                                             + 13_214_687_232 / 989.4e12, rel=1e-3)
     assert str(step.bound()) == "memory"
 
 
@@ -79,10 +86,10 @@ def test_experts_touched() -> None:
 
 
 def test_launches_add_to_the_step_without_cuda_graphs(catalog: Catalog) -> None:
-    # The same Llama-2-7B decode step (4.1012e-3 s of device time at full bandwidth) on an
+    # The same Llama-2-7B decode step (4.1146e-3 s of device time at full bandwidth) on an
     # engine that launches 10 kernels per layer at 5 us each, without CUDA graphs:
     #   launches = 10 * 32 layers + 4 (embedding, final norm, LM head, sampling) = 324
-    #   host     = 324 * 5e-6 s = 1.62e-3 s, added to the device time: 5.7212e-3 s.
+    #   host     = 324 * 5e-6 s = 1.62e-3 s, added to the device time: 5.7346e-3 s.
     # With graphs the step replays 4 launches (2e-5 s), hidden behind the device time.
     from dataclasses import replace
 
@@ -90,7 +97,7 @@ def test_launches_add_to_the_step_without_cuda_graphs(catalog: Catalog) -> None:
     shape = StepShape.of(decode_seqs=1, decode_ctx=1000)
     arch = catalog.model("llama-2-7b")
     acc = catalog.accelerator("h100-sxm")
-    device_s = 13_738_975_232 / 3.35e12
+    device_s = 13_738_975_232 / 3.35e12 + 13_214_687_232 / 989.4e12
     eager = step_time(build_replica(arch, Device(acc, IDEAL, ungraphed),
                                     weight_precision="bf16"), shape)
     graphed = step_time(build_replica(arch, Device(acc, IDEAL, replace(ungraphed, graphs=True)),
