@@ -1,6 +1,6 @@
-"""`fleetplan train estimate` and `fleetplan train plan`."""
-
-from __future__ import annotations
+"""`fleetplan train estimate` and `fleetplan train plan`. `fleetplan` registers these commands at
+every start, so each imports the training models when it runs, and annotations are objects,
+not strings, as in `cli`."""
 
 from pathlib import Path
 from typing import Annotated
@@ -9,8 +9,6 @@ import typer
 
 from ..hardware.catalog import load_catalog
 from .output import Format, FormatOpt, OutOpt, emit, fmt_si, render_table, to_json
-from .train import plan_training_report
-from .train_spec import load_train_spec
 
 train_app = typer.Typer(no_args_is_help=True, help="Training: step time, MFU and memory of "
                         "a layout; the accelerators, count and layout for a token budget.")
@@ -106,6 +104,9 @@ def train_plan(spec: Annotated[Path, typer.Argument(help="Training spec (YAML)."
                fmt: FormatOpt = Format.table, out: OutOpt = None) -> None:
     """Cheapest (or fastest) accelerator type, count and layout that trains the spec's tokens
     within its deadline and budget; exit 1 when none does (the closest is reported)."""
+    from .train import plan_training_report
+    from .train_spec import load_train_spec
+
     catalog = load_catalog()
     report = plan_training_report(load_train_spec(spec), catalog)
     if fmt == Format.json:

@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import highspy
 import numpy as np
 import numpy.typing as npt
-import pulp
+
+if TYPE_CHECKING:
+    import pulp  # imported by `solve`: a plan whose placements need no ILP never loads PuLP
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -289,6 +291,8 @@ class Relaxation:
 
 def solve(problem: pulp.LpProblem, *, time_limit_s: float, mip: bool = True) -> SolveFacts:
     """Solve a minimisation `problem` in place with HiGHS through PuLP."""
+    import pulp
+
     _quiet_banner()
     solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s, mip=mip, **_OPTIONS)
     start = time.perf_counter()

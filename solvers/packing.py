@@ -27,8 +27,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pulp
-
 from .milp import SolveFacts, SolveStatus, solve
 
 FFD = "first-fit-decreasing"
@@ -216,6 +214,8 @@ def _pattern_ilp(sizes: Sequence[int], demand: Sequence[int], capacity: int,
     patterns = _enumerate_patterns(sizes, demand, capacity)
     if patterns is None:
         return None
+    import pulp  # here, not at the top: most placements are proven by first-fit-decreasing
+
     model = pulp.LpProblem("node_patterns", pulp.LpMinimize)
     x = [model.add_variable(f"x_{p}", lowBound=0, cat=pulp.LpInteger)
          for p in range(len(patterns))]
@@ -243,6 +243,8 @@ def _pattern_ilp(sizes: Sequence[int], demand: Sequence[int], capacity: int,
 def _assignment_ilp(sizes: Sequence[int], demand: Sequence[int], capacity: int,
                     upper: int, time_limit_s: float) -> tuple[list[list[int]] | None, SolveFacts]:
     """Exact ILP: each group to one of `upper` nodes, nodes used in order."""
+    import pulp
+
     items = [j for j, n in enumerate(demand) for _ in range(n)]  # decreasing sizes
     model = pulp.LpProblem("group_assignment", pulp.LpMinimize)
     y = [model.add_variable(f"y_{k}", cat=pulp.LpBinary) for k in range(upper)]
