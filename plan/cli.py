@@ -191,6 +191,12 @@ OutDistOpt = Annotated[str | None, typer.Option("--output-dist", help="Output le
                                                 "'fixed:N' or 'lognormal:MEAN:STD'.")]
 PrefixOpt = Annotated[float, typer.Option("--prefix-hit", help="Fraction of prompt tokens a "
                                                                "prefix cache saves.")]
+ClassOpt = Annotated[list[str] | None, typer.Option(
+    "--class", help="A request class sharing the replica, repeatable: 'name=chat share=0.8 "
+                    "input=lognormal:512:256 output=256 ttft_p99=0.5 tpot_p99=0.05' (lengths "
+                    "as fixed:N, lognormal:MEAN:STD or N tokens; objectives in s). The classes "
+                    "make up the request stream instead of --input-len/--output-len and their "
+                    "distributions; shares sum to 1.")]
 
 
 def _request(model: str, accelerator: str, input_len: int, output_len: int, count: int | None,
@@ -425,18 +431,21 @@ def simulate_cmd(
     precision: PrecOpt = "bf16", kv_precision: KvPrecOpt = None, engine: EngineOpt = "trtllm",
     prefill_chunk: ChunkOpt = None, draft_len: DraftOpt = 0, acceptance: AcceptOpt = 0.7,
     max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
-    input_dist: InDistOpt = None, output_dist: OutDistOpt = None,
+    input_dist: InDistOpt = None, output_dist: OutDistOpt = None, classes: ClassOpt = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
     """Discrete-event simulation of continuous batching: full latency distributions, seeded and
-    reproducible, beside the analytical answer."""
+    reproducible, beside the analytical answer (per request class with --class)."""
+    from dataclasses import replace
+
     from .estimate import run_simulate
     from .trace import read_trace
 
     catalog = load_catalog()
-    req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
-                   kv_precision, max_batch, "max_throughput", engine, prefill_chunk, None,
-                   draft_len, acceptance, None, rate, arrival, cv, input_dist, output_dist, 0.0)
+    req = replace(_request(model, accelerator, input_len, output_len, count, tp, pp, ep,
+                           precision, kv_precision, max_batch, "max_throughput", engine,
+                           prefill_chunk, None, draft_len, acceptance, None, rate, arrival, cv,
+                           input_dist, output_dist, 0.0), classes=tuple(classes or ()))
     report = run_simulate(req, requests=requests, seed=seed, replicas=replicas,
                           routing=routing.value, catalog=catalog,
                           calibration=_calibration(catalog, calibration),
@@ -446,11 +455,15 @@ def simulate_cmd(
         return
     headers = ["latency", "source", "mean", "p50", "p90", "p99"]
     body = []
-    for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
-        for source, values in (("simulated", report["latency"][name]),
-                               ("analytic", report["analytic"]["latency"][name])):
-            body.append([label, source] + [fmt_si(values[k], "s")
-                                           for k in ("mean", "p50", "p90", "p99")])
+    groups = [("", report["latency"], report["analytic"]["latency"])]
+    groups += [(f"{name}: ", c["latency"], c["analytic"])
+               for name, c in report.get("latency_by_class", {}).items()]
+    for prefix, simulated, analytic in groups:
+        for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
+            for source, values in (("simulated", simulated[name]),
+                                   ("analytic", analytic[name])):
+                body.append([prefix + label, source] + [fmt_si(values[k], "s")
+                                                        for k in ("mean", "p50", "p90", "p99")])
     sim = report["simulation"]
     _render_table(f"simulated {sim['requests']} requests over {sim['replicas']} replica(s), "
                   f"{sim['routing']}, seed {sim['seed']}: busy {sim['utilization']:.0%} of the "

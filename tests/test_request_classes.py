@@ -9,7 +9,10 @@ the p50s are compared per class and the p99 TTFT for one widely spread prompt le
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,7 @@ from fleetplan.models.simulate import (
     simulate,
 )
 from fleetplan.models.step_table import StepTable
+from fleetplan.plan.cli import app
 from fleetplan.plan.estimate import (
     EstimateRequest,
     request_classes,
@@ -42,6 +46,7 @@ from fleetplan.plan.estimate import (
     run_goodput,
     run_simulate,
 )
+from typer.testing import CliRunner
 
 CHAT = RequestClass("chat", 0.8, Lengths.lognormal(512, 256), Lengths.lognormal(256, 128),
                     Slo(ttft_p99_s=0.5, tpot_p99_s=0.05))
@@ -226,3 +231,19 @@ def test_class_shares_must_sum_to_one() -> None:
     with pytest.raises(SpecError, match=r"sum to 0\.9"):
         request_classes(_request(classes=("name=a share=0.5 input=1 output=1",
                                           "name=b share=0.4 input=1 output=1")))
+
+
+def test_simulate_command_takes_classes(runner: CliRunner) -> None:
+    base = ["simulate", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--input-len",
+            "1", "--output-len", "1", "--precision", "fp8", "--rate", "8", "--requests", "500"]
+    classes = [arg for text in CLASS_ARGS for arg in ("--class", text)]
+    result = runner.invoke(app, [*base, *classes, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert sorted(report["latency_by_class"]) == ["chat", "rag"]
+    # A bad class is the user's mistake: one line naming the field, exit code 2.
+    bad = subprocess.run([sys.executable, "-c", "from fleetplan.plan.cli import main; main()",
+                          *base, "--class", "name=chat share=0.7 input=1 output=1"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "fleetplan: error: field 'class': class shares sum to 0.7, not 1"
