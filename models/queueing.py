@@ -20,6 +20,7 @@ marked unstable with its capacity, not an exception. The discrete-event simulati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,15 +36,22 @@ _FIXED_POINT_ITERATIONS = 60
 # The fixed point stops early once no candidate's step length or batch moves by more than this
 # relative amount in one iteration.
 _SETTLED = 1e-10
+# Strata of the own prompt's length that TTFT percentiles mix when prompts vary.
+_PROMPT_STRATA = 8
 
 
 @dataclass(frozen=True)
 class Lengths:
     """A token-length distribution: mean and coefficient of variation (0 = fixed), lognormal
-    when it varies."""
+    when it varies, or an empirical histogram (`values` with cumulative probabilities `cdf`),
+    whose quantiles are its own."""
 
     mean: FloatArray
     cv: FloatArray
+    values: FloatArray | None = None
+    """Sorted token lengths of an empirical histogram (None: fixed or lognormal)."""
+    cdf: FloatArray | None = None
+    """Cumulative probability at each of `values` (the last is 1)."""
 
     @classmethod
     def fixed(cls, tokens: ArrayLike) -> Lengths:
@@ -53,8 +61,34 @@ class Lengths:
     def lognormal(cls, mean: ArrayLike, std: ArrayLike) -> Lengths:
         return cls(arr(mean), arr(std) / arr(mean))
 
+    @classmethod
+    def empirical(cls, values: ArrayLike, weights: ArrayLike) -> Lengths:
+        """A histogram: token lengths (>= 1) and their relative frequencies (> 0)."""
+        v, w = np.ravel(arr(values)), np.ravel(arr(weights))
+        if v.size == 0 or v.shape != w.shape:
+            raise ValueError("a histogram needs as many weights as values, at least one")
+        if not (np.all(np.isfinite(v)) and np.all(v >= 1) and np.all(np.isfinite(w))
+                and np.all(w > 0)):
+            raise ValueError("histogram values must be >= 1 tokens and weights positive")
+        order = np.argsort(v, kind="stable")
+        v, p = v[order], w[order] / np.sum(w)
+        mean = float(np.sum(p * v))
+        cv = math.sqrt(max(float(np.sum(p * v * v)) / mean**2 - 1.0, 0.0))
+        cdf = np.cumsum(p)
+        cdf[-1] = 1.0
+        return cls(arr(mean), arr(cv), v, arr(cdf))
+
+    @property
+    def probabilities(self) -> FloatArray | None:
+        """The histogram's probability per value (None unless empirical)."""
+        return None if self.cdf is None else arr(np.diff(self.cdf, prepend=0.0))
+
     def quantile(self, q: float) -> FloatArray:
-        """Lognormal quantile with this mean and cv (the mean itself when cv is 0)."""
+        """The q-quantile: the histogram's own (the smallest value whose cumulative
+        probability reaches q); else lognormal with this mean and cv (the mean when cv is 0)."""
+        if self.values is not None and self.cdf is not None:
+            k = min(int(np.searchsorted(self.cdf, q - 1e-12)), self.values.size - 1)
+            return arr(np.full(np.shape(self.mean), self.values[k]))
         sigma2 = np.log1p(self.cv**2)
         mu = np.log(np.maximum(self.mean, 1e-9)) - sigma2 / 2.0
         return np.where(self.cv > 0, np.exp(mu + np.sqrt(sigma2) * ndtri(q)), self.mean)
@@ -93,12 +127,33 @@ class RequestClass:
 
 
 def _mixture(parts: list[tuple[float, Lengths]]) -> Lengths:
-    """The lengths of a stream mixed from parts (weight, lengths): the mixture's mean and
-    coefficient of variation, E[X^2] = sum w (m^2 (1 + cv^2))."""
+    """The lengths of a stream mixed from parts (weight, lengths): a histogram when every part
+    is fixed or a histogram; else the mixture's mean and coefficient of variation,
+    E[X^2] = sum w (m^2 (1 + cv^2))."""
+    if len(parts) == 1:
+        return parts[0][1]
+    tables = [_table(p) for _, p in parts]
+    if all(t is not None for t in tables):
+        values = np.concatenate([t[0] for t in tables if t is not None])
+        weights = np.concatenate([w * t[1] for (w, _), t in zip(parts, tables, strict=True)
+                                  if t is not None])
+        return Lengths.empirical(values, weights)
     total = sum(w for w, _ in parts)
     mean = sum((w * p.mean for w, p in parts), start=arr(0.0)) / total
     second = sum((w * p.mean**2 * (1.0 + p.cv**2) for w, p in parts), start=arr(0.0)) / total
     return Lengths(arr(mean), arr(np.sqrt(np.maximum(second / mean**2 - 1.0, 0.0))))
+
+
+def _table(lengths: Lengths) -> tuple[FloatArray, FloatArray] | None:
+    """(values, probabilities) of a fixed or histogram length that is one scalar; else None."""
+    if np.ndim(lengths.mean) != 0:
+        return None
+    probabilities = lengths.probabilities
+    if lengths.values is not None and probabilities is not None:
+        return lengths.values, probabilities
+    if float(lengths.cv) == 0.0:
+        return arr([float(lengths.mean)]), arr([1.0])
+    return None
 
 
 def mixed_workload(rate_rps: ArrayLike, classes: Iterable[RequestClass], *,
@@ -581,16 +636,45 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
                      1.0)
     base_mean = np.sum(weights * (shift + width / 2.0), axis=(0, 1))
     ttft_mean = base_mean + wait_mean
-    cap_t = np.max(shift + width, axis=(0, 1))
     flat_w = weights.reshape((-1, *weights.shape[2:]))
     flat_s = shift.reshape((-1, *shift.shape[2:]))
     flat_v = width.reshape((-1, *width.shape[2:]))
+    # A step grows with its prompt tokens at the one-chunk step's rate (s per token).
+    token_s = np.maximum(one_chunk - plain, 0.0) / np.maximum(chunk, 1.0)
+    if part_in.values is not None or np.any(np.asarray(part_in.cv) > 0):
+        # Prompts of varied length: the percentiles mix strata of the own prompt's length
+        # (a short prompt's first token comes sooner than the mean prompt's). Its prompt is
+        # done after k = ceil(ahead / free) steps that carry the group's tokens, the last
+        # one only what is left of them.
+        probabilities = part_in.probabilities
+        if part_in.values is not None and probabilities is not None \
+                and part_in.values.size <= _PROMPT_STRATA:
+            # A short histogram: its own values with their probabilities.
+            strata = [(float(p), arr(v)) for v, p in zip(part_in.values, probabilities,
+                                                          strict=True)]
+        else:
+            strata = [(1.0 / _PROMPT_STRATA, part_in.quantile((j + 0.5) / _PROMPT_STRATA))
+                      for j in range(_PROMPT_STRATA)]
+        ws, ss = [], []
+        for share, tokens in strata:
+            x = np.maximum(tokens * (1.0 - load.prefix_hit), 1.0)
+            k = np.ceil((n / 2.0 * i_mean + x) / free)
+            own_x = k * plain + np.minimum(k * free, n * i_mean + x) * token_s
+            ws.append(flat_w * share)
+            ss.append(np.broadcast_to(own_x[:, np.newaxis], weights.shape)
+                      .reshape(flat_s.shape))
+        flat_w, flat_s = np.concatenate(ws), np.concatenate(ss)
+        flat_v = np.concatenate([flat_v] * len(strata))
+    cap_t = np.max(flat_s + flat_v, axis=0)
 
     def ttft_q(q: float, body: FloatArray, k: int) -> FloatArray:
         cond = wait_mean / p_wait
         w = np.where(q <= 1.0 - p_wait, 0.0,
                      cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
-        longer = np.ceil(prompt_q[k] / free) * prompt_steps[k]
+        # The prompt alone: full steps, then one with what is left of it.
+        full = np.ceil(prompt_q[k] / free) - 1.0
+        longer = full * prompt_steps[k] + np.where(
+            full > 0, plain + (prompt_q[k] - full * free) * token_s, prompt_steps[k])
         return arr(np.maximum(body, longer) + w)
 
     bodies = _mixture_quantiles(qs, flat_w, flat_s, flat_v, cap_t)

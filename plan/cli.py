@@ -186,17 +186,19 @@ ArrivalOpt = Annotated[Arrival, typer.Option("--arrival", help="Arrival process.
 CvOpt = Annotated[float, typer.Option("--cv", help="Coefficient of variation of gamma "
                                                    "inter-arrival times.")]
 InDistOpt = Annotated[str | None, typer.Option("--input-dist", help="Prompt lengths: "
-                                               "'fixed:N' or 'lognormal:MEAN:STD'.")]
+                                               "'fixed:N', 'lognormal:MEAN:STD' or "
+                                               "'hist:LEN=WEIGHT,...'.")]
 OutDistOpt = Annotated[str | None, typer.Option("--output-dist", help="Output lengths: "
-                                                "'fixed:N' or 'lognormal:MEAN:STD'.")]
+                                                "'fixed:N', 'lognormal:MEAN:STD' or "
+                                                "'hist:LEN=WEIGHT,...'.")]
 PrefixOpt = Annotated[float, typer.Option("--prefix-hit", help="Fraction of prompt tokens a "
                                                                "prefix cache saves.")]
 ClassOpt = Annotated[list[str] | None, typer.Option(
     "--class", help="A request class sharing the replica, repeatable: 'name=chat share=0.8 "
                     "input=lognormal:512:256 output=256 ttft_p99=0.5 tpot_p99=0.05' (lengths "
-                    "as fixed:N, lognormal:MEAN:STD or N tokens; objectives in s). The classes "
-                    "make up the request stream instead of --input-len/--output-len and their "
-                    "distributions; shares sum to 1.")]
+                    "as fixed:N, lognormal:MEAN:STD, hist:LEN=W,... or N tokens; objectives in "
+                    "s). The classes make up the request stream instead of --input-len, "
+                    "--output-len and their distributions; shares sum to 1.")]
 
 
 def _request(model: str, accelerator: str, input_len: int, output_len: int, count: int | None,

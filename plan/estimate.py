@@ -149,10 +149,30 @@ def parse_pools(text: str) -> tuple[int, int]:
                     field="disaggregate")
 
 
+def _histogram(body: str, field: str) -> Lengths:
+    """"128=0.5,1024=0.3,4096=0.2": token lengths and their relative frequencies."""
+    values, weights = [], []
+    for item in body.split(","):
+        length, sep, weight = item.partition("=")
+        try:
+            values.append(float(length))
+            weights.append(float(weight) if sep else math.nan)
+        except ValueError:
+            values.append(math.nan)
+    try:
+        return Lengths.empirical(values, weights)
+    except ValueError as err:
+        raise SpecError(f"expected 'hist:LEN=WEIGHT,...' ({err}); got {body!r}",
+                        field=field) from None
+
+
 def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
-    """`None` -> the fixed length; "lognormal:MEAN:STD" or "fixed:N" otherwise."""
+    """`None` -> the fixed length; "lognormal:MEAN:STD", "fixed:N" or "hist:LEN=W,..."
+    otherwise."""
     if text is None:
         return Lengths.fixed(fixed)
+    if text.startswith("hist:"):
+        return _histogram(text[len("hist:"):], field)
     parts = text.split(":")
     try:
         if parts[0] == "fixed" and len(parts) == 2:
@@ -165,8 +185,8 @@ def parse_lengths(text: str | None, fixed: int, field: str) -> Lengths:
                 return Lengths.lognormal(mean, std)
     except ValueError:
         pass
-    raise SpecError(f"expected 'fixed:N' or 'lognormal:MEAN:STD' with MEAN >= 1, got {text!r}",
-                    field=field)
+    raise SpecError(f"expected 'fixed:N', 'lognormal:MEAN:STD' with MEAN >= 1 or "
+                    f"'hist:LEN=WEIGHT,...', got {text!r}", field=field)
 
 
 def workload_of(req: EstimateRequest, rate: float) -> Workload:
@@ -581,7 +601,12 @@ def run_simulate(req: EstimateRequest, *, requests: int, seed: int, replicas: in
 
 
 def _draw(lengths: Lengths, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Integer token lengths (>= 1) drawn from a fixed or lognormal distribution."""
+    """Integer token lengths (>= 1) drawn from a fixed, lognormal or histogram distribution."""
+    probabilities = lengths.probabilities
+    if lengths.values is not None and probabilities is not None:
+        drawn: np.ndarray = np.maximum(np.rint(rng.choice(lengths.values, size=n,
+                                                          p=probabilities)), 1)
+        return drawn.astype(np.int64)
     mean, cv = float(lengths.mean), float(lengths.cv)
     if cv <= 0:
         return np.full(n, max(round(mean), 1), dtype=np.int64)
