@@ -19,7 +19,7 @@ from .comm import all_reduce, all_to_all, send_recv
 from .device import Device
 from .memory import MemoryPlan, plan_memory
 from .roofline import op_time
-from .transformer import Formats, Parallel, StepShape, step_ops
+from .transformer import Formats, Parallel, StepOps, StepShape, step_ops
 
 BOUNDS = ("compute", "memory", "network", "overhead")
 T = TypeVar("T")
@@ -180,9 +180,13 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
         memory = memory + np.where(is_compute, 0.0, t.time)
         flops = flops + op.flops
     fabric = dev.fabric
-    network = (ops.allreduces_per_stage * all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
-               + ops.attn_allreduces_per_stage * all_reduce(ops.attn_allreduce_bytes,
-                                                            par.attn_tp, fabric))
+    tp_allreduce = all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
+    # Without attention data parallelism the attention group is the tensor group and its
+    # all-reduce carries the same bytes: the same collective, priced once.
+    attn_allreduce = tp_allreduce if np.all(par.attn_dp == 1.0) else \
+        all_reduce(ops.attn_allreduce_bytes, par.attn_tp, fabric)
+    network = (ops.allreduces_per_stage * tp_allreduce
+               + ops.attn_allreduces_per_stage * attn_allreduce)
     if arch.is_moe:
         network = network + ops.moe_layers_per_stage * all_to_all(
             ops.ep_alltoall_bytes, par.ep, fabric)
@@ -199,7 +203,13 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     # to its time (the small-batch gap that CUDA graphs close).
     stage = np.maximum(device_time, host) if engine.graphs else device_time + host
     cross = par.tp * par.pp > fabric.domain
-    p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross, fabric), 0.0)
+    if np.all(par.pp <= 1):
+        # One stage: no hand-over (the zeros the expression below gives, without pricing it).
+        p2p = np.zeros(np.broadcast_shapes(np.shape(par.pp), np.shape(ops.pp_send_bytes),
+                                           np.shape(cross)))
+    else:
+        p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross,
+                                                              fabric), 0.0)
     # Per-sequence host work (scheduling, sampling, block tables) runs between device steps;
     # attention data-parallel groups each schedule their own share of the sequences.
     seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp / par.attn_dp
@@ -207,22 +217,23 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     total = par.pp * stage + p2p + serial_host
     overhead = par.pp * (stage - device_time) + serial_host
     pp = par.pp
-    energy = _energy(rep, ops_flops=flops * pp, time=total, busy=pp * device_time + p2p,
-                     weight_bytes=sum((o.weight_bytes for o in ops.ops), start=arr(0.0)) * pp,
-                     kv_bytes=sum((o.kv_bytes for o in ops.ops), start=arr(0.0)) * pp,
-                     act_bytes=sum((o.act_bytes for o in ops.ops), start=arr(0.0)) * pp)
+    energy = _energy(rep, ops, ops_flops=flops * pp, time=total, busy=pp * device_time + p2p)
     return StepTime(total, pp * compute, pp * memory, pp * network + p2p, overhead, energy,
                     stage, flops * par.devices)
 
 
-def _energy(rep: Replica, *, ops_flops: FloatArray, time: FloatArray, busy: FloatArray,
-            weight_bytes: FloatArray, kv_bytes: FloatArray, act_bytes: FloatArray) -> FloatArray:
+def _energy(rep: Replica, ops: StepOps, *, ops_flops: FloatArray, time: FloatArray,
+            busy: FloatArray) -> FloatArray:
     """Joules of one step for the whole replica. Chips with an energy model (CIM, NPU) pay per
-    operation and per byte by tier plus static power; the others draw power between idle and
-    their limit in proportion to how busy they are."""
+    operation and per byte by tier (the bytes of `ops`, every stage) plus static power; the
+    others draw power between idle and their limit in proportion to how busy they are."""
     acc = rep.device.accelerator
     devices = rep.par.devices
     if acc.energy is not None:
+        pp = rep.par.pp
+        weight_bytes = sum((o.weight_bytes for o in ops.ops), start=arr(0.0)) * pp
+        kv_bytes = sum((o.kv_bytes for o in ops.ops), start=arr(0.0)) * pp
+        act_bytes = sum((o.act_bytes for o in ops.ops), start=arr(0.0)) * pp
         e = acc.energy
         op_j = rep.op_energy_j
         weight_tier = acc.device_memory[0].kind
