@@ -25,7 +25,13 @@ from ..hardware.efficiency import CalibrationSet
 from ..hardware.errors import SpecError
 from ..hardware.yamlio import LineDict
 from ..models.queueing import Slo
-from .estimate import EstimateRequest, run_estimate, run_goodput, trace_request
+from .estimate import (
+    EstimateRequest,
+    request_classes,
+    run_estimate,
+    run_goodput,
+    trace_request,
+)
 from .files import load_calibration
 from .output import clean, to_json
 from .spec import LoadedSpec, parse_spec
@@ -276,7 +282,8 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
              scenario: Any, engine: Any, prefill_chunk: Any, kv_offload: Any, draft_len: Any,
              acceptance: Any, draft_model: Any, rate_rps: Any, arrival: Any, arrival_cv: Any,
              input_dist: Any, output_dist: Any, prefix_hit: Any,
-             disaggregate: Any) -> EstimateRequest:
+             disaggregate: Any, attention_dp: Any = None,
+             classes: Any = None) -> EstimateRequest:
     """Arguments checked for type and normalised (ints as ints, floats as floats), so that
     the report is the CLI's whatever numeric types the caller used."""
     if scenario not in SCENARIOS:
@@ -299,7 +306,19 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
         input_dist=_text_or_none(input_dist, "input_dist"),
         output_dist=_text_or_none(output_dist, "output_dist"),
         prefix_hit=_real(prefix_hit, "prefix_hit"),
-        disaggregate=_text_or_none(disaggregate, "disaggregate"))
+        disaggregate=_text_or_none(disaggregate, "disaggregate"),
+        attention_dp=_whole_or_none(attention_dp, "attention_dp"),
+        classes=_texts(classes, "classes"))
+
+
+def _texts(value: Any, name: str) -> tuple[str, ...]:
+    """None, one string or a sequence of strings, as a tuple of strings."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise SpecError(f"must be a string or a list of strings, got {value!r}", field=name)
+    return tuple(items)
 
 
 # ----------------------------------------------------------------------------- functions
@@ -315,7 +334,8 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
              rate_rps: float | None = None, arrival: str = "poisson", arrival_cv: float = 1.0,
              input_dist: str | None = None, output_dist: str | None = None,
              prefix_hit: float = 0.0, trace: str | Path | None = None,
-             disaggregate: str | None = None,
+             disaggregate: str | None = None, attention_dp: int | None = None,
+             classes: Sequence[str] | None = None,
              calibration: str | Path | CalibrationSet | None = None,
              catalog: Catalog | None = None) -> EstimateResult:
     """Predict latency, throughput, memory and energy of one serving configuration.
@@ -372,6 +392,14 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
         load (they replace `rate_rps`, `arrival`, the lengths and their distributions).
     disaggregate : str, optional
         ``"P:D"``: also serve `rate_rps` with P prefill and D decode replicas.
+    attention_dp : int, optional
+        Attention data-parallel groups inside the tensor group (divides `tp`): each group
+        attends for its own sequences; default: the engine's choice (one group, unless the
+        engine runs MoE models with attention data parallelism).
+    classes : sequence of str, optional
+        Request classes sharing the replica under `rate_rps`, each
+        ``"name=N share=S input=DIST output=DIST [ttft_p99=S ...]"``; the report adds
+        ``latency_by_class``. Shares sum to 1.
     calibration : str, Path or CalibrationSet, optional
         Efficiency parameters: a YAML file from ``fleetplan calibrate``, or one loaded
         already (default: the catalog's).
@@ -394,7 +422,7 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
                    kv_precision, max_batch if max_batch is not None else batch, scenario,
                    engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model,
                    rate_rps, arrival, arrival_cv, input_dist, output_dist, prefix_hit,
-                   disaggregate)
+                   disaggregate, attention_dp, classes)
     if trace is not None:
         req = trace_request(req, read_trace(Path(trace)))
     return EstimateResult.of(req, run_estimate(req, cat, _calibration(cat, calibration)))
@@ -413,7 +441,9 @@ def goodput(model: str, accelerator: str, *, input_len: int, output_len: int,
             draft_model: str | None = None, max_batch: int | None = None,
             arrival: str = "poisson", arrival_cv: float = 1.0,
             input_dist: str | None = None, output_dist: str | None = None,
-            prefix_hit: float = 0.0, calibration: str | Path | CalibrationSet | None = None,
+            prefix_hit: float = 0.0, attention_dp: int | None = None,
+            classes: Sequence[str] | None = None,
+            calibration: str | Path | CalibrationSet | None = None,
             catalog: Catalog | None = None) -> GoodputResult:
     """The highest request rate one replica sustains within latency objectives.
 
@@ -426,14 +456,19 @@ def goodput(model: str, accelerator: str, *, input_len: int, output_len: int,
     ttft_p99_s, tpot_p99_s, ttft_p90_s, tpot_p90_s, ttft_p50_s, tpot_p50_s, e2e_p99_s, \
 e2e_p90_s, e2e_p50_s : float, optional
         Latency objectives, seconds: time to first token, time per output token and end to
-        end, at the 99th, 90th or 50th percentile. At least one is needed.
+        end, at the 99th, 90th or 50th percentile. At least one is needed, here or in a
+        class.
     count, tp, pp, ep, precision, kv_precision, engine, prefill_chunk, kv_offload, \
 draft_len, acceptance, draft_model
         As for `estimate`.
     max_batch : int, optional
         Cap on running sequences.
-    arrival, arrival_cv, input_dist, output_dist, prefix_hit, calibration, catalog
+    arrival, arrival_cv, input_dist, output_dist, prefix_hit, attention_dp, calibration, \
+catalog
         As for `estimate`.
+    classes : sequence of str, optional
+        As for `estimate`: each class's own objectives must hold for its requests too, and
+        the binding term names the class (``"rag.ttft_p99"``).
 
     Returns
     -------
@@ -449,7 +484,7 @@ draft_len, acceptance, draft_model
     req = _request(model, accelerator, input_len, output_len, count, tp, pp, ep, precision,
                    kv_precision, max_batch, "max_throughput", engine, prefill_chunk,
                    kv_offload, draft_len, acceptance, draft_model, None, arrival, arrival_cv,
-                   input_dist, output_dist, prefix_hit, None)
+                   input_dist, output_dist, prefix_hit, None, attention_dp, classes)
     bounds = {"ttft_p99_s": ttft_p99_s, "tpot_p99_s": tpot_p99_s, "ttft_p90_s": ttft_p90_s,
               "tpot_p90_s": tpot_p90_s, "ttft_p50_s": ttft_p50_s, "tpot_p50_s": tpot_p50_s,
               "e2e_p99_s": e2e_p99_s, "e2e_p90_s": e2e_p90_s, "e2e_p50_s": e2e_p50_s}
@@ -461,8 +496,9 @@ draft_len, acceptance, draft_model
                             field=name)
         checked[name] = value
     slo = Slo(**checked)
-    if not slo.items():
-        raise SpecError("give at least one SLO, e.g. --slo-ttft-p99 1.0", field="slo")
+    if not slo.items() and not any(c.slo for c in request_classes(req)):
+        raise SpecError("give at least one SLO, e.g. --slo-ttft-p99 1.0 (or a class's "
+                        "ttft_p99=...)", field="slo")
     return GoodputResult.of(req, run_goodput(req, slo, cat, _calibration(cat, calibration)))
 
 

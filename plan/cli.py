@@ -193,6 +193,10 @@ OutDistOpt = Annotated[str | None, typer.Option("--output-dist", help="Output le
                                                 "'hist:LEN=WEIGHT,...'.")]
 PrefixOpt = Annotated[float, typer.Option("--prefix-hit", help="Fraction of prompt tokens a "
                                                                "prefix cache saves.")]
+AttnDpOpt = Annotated[int | None, typer.Option(
+    "--attention-dp", help="Attention data-parallel groups inside the tensor group (divides "
+                           "tp): each attends for its own sequences (default: the engine's "
+                           "choice).")]
 ClassOpt = Annotated[list[str] | None, typer.Option(
     "--class", help="A request class sharing the replica, repeatable: 'name=chat share=0.8 "
                     "input=lognormal:512:256 output=256 ttft_p99=0.5 tpot_p99=0.05' (lengths "
@@ -219,14 +223,18 @@ def _kv_table(rows: list[list[str]], title: str, fmt: Format, out: Path | None) 
     _render_table(title, ["metric", "value"], rows, fmt, out)
 
 
-def _latency_rows(report: dict[str, Any], capacity_of: str = "per replica") \
-        -> list[list[str]]:
-    lat = report["latency"]
+def _class_rows(lat: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end to end")):
         p = lat[name]
         rows.append([f"{label} mean / p50 / p90 / p99",
                      " / ".join(fmt_si(p[k], "s") for k in ("mean", "p50", "p90", "p99"))])
+    return rows
+
+
+def _latency_rows(report: dict[str, Any], capacity_of: str = "per replica") \
+        -> list[list[str]]:
+    rows = _class_rows(report["latency"])
     util = report["utilization"]
     rows.append(["utilization", f"{util:.1%}" if util is not None and util < 1e6
                  else "- (no capacity)"])
@@ -257,6 +265,7 @@ def estimate(
     disaggregate: Annotated[str | None, typer.Option(
         help="With --rate: also serve it with P prefill and D decode replicas ('P:D').")]
     = None,
+    attention_dp: AttnDpOpt = None, classes: ClassOpt = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw the accelerator's roofline with the model's prefill and "
@@ -279,6 +288,7 @@ def estimate(
                           draft_model=draft_model, rate_rps=rate, arrival=arrival.value,
                           arrival_cv=cv, input_dist=input_dist, output_dist=output_dist,
                           prefix_hit=prefix_hit, trace=trace, disaggregate=disaggregate,
+                          attention_dp=attention_dp, classes=classes,
                           calibration=calibration, catalog=catalog)
     report, rate = dict(result.report), result.request.rate_rps
     if plot is not None:
@@ -308,6 +318,10 @@ def estimate(
     ]
     if "latency" in report:
         rows += [[f"under {rate:g} req/s", ""], *_latency_rows(report)]
+    for name, c in report.get("latency_by_class", {}).items():
+        met = {True: "meets its SLO", False: "misses its SLO", None: "no SLO"}[c["meets_slo"]]
+        rows += [[f"class {name} ({c['share']:.0%} of requests, {met})", ""],
+                 *_class_rows(c["latency"])]
     if "disaggregated" in report:
         dis = report["disaggregated"]
         rows += [[f"{dis['prefill_replicas']} prefill : {dis['decode_replicas']} decode "
@@ -335,6 +349,7 @@ def goodput_cmd(
     acceptance: AcceptOpt = 0.7, draft_model: DraftModelOpt = None,
     max_batch: MaxBatchOpt = None, arrival: ArrivalOpt = Arrival.poisson, cv: CvOpt = 1.0,
     input_dist: InDistOpt = None, output_dist: OutDistOpt = None, prefix_hit: PrefixOpt = 0.0,
+    attention_dp: AttnDpOpt = None, classes: ClassOpt = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
 ) -> None:
     """The highest request rate one replica sustains within the latency SLOs, and what binds."""
@@ -349,6 +364,7 @@ def goodput_cmd(
                          draft_len=draft_len, acceptance=acceptance, draft_model=draft_model,
                          max_batch=max_batch, arrival=arrival.value, arrival_cv=cv,
                          input_dist=input_dist, output_dist=output_dist, prefix_hit=prefix_hit,
+                         attention_dp=attention_dp, classes=classes,
                          calibration=calibration, catalog=load_catalog())
     if fmt == Format.json:
         emit(result.to_json(), out)
@@ -359,6 +375,9 @@ def goodput_cmd(
             ["binding", result.binding],
             ["capacity per replica", f"{result.capacity_rps:.3g} req/s"]]
     rows += _latency_rows(report["at_goodput"])
+    for name, c in report.get("latency_by_class", {}).items():
+        rows += [[f"class {name} ({c['share']:.0%} of requests) at the goodput", ""],
+                 *_class_rows(c["latency"])]
     _kv_table(rows, f"goodput of {model} on {tp * pp}x {accelerator}", fmt, out)
     _infeasible_exit(result.infeasible)
 

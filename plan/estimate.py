@@ -81,6 +81,8 @@ class EstimateRequest:
     prefix_hit: float = 0.0
     disaggregate: str | None = None
     """"P:D": serve the rate with P prefill and D decode replicas instead of colocated ones."""
+    attention_dp: int | None = None
+    """Attention data-parallel groups inside the tensor group (None: the engine's default)."""
     classes: tuple[str, ...] = ()
     """Request classes sharing the replica, each "name=N share=S input=DIST output=DIST
     [ttft_p99=S ...]"; they replace the single input/output distribution under load."""
@@ -210,6 +212,9 @@ def _check(req: EstimateRequest) -> None:
         if value is not None and value not in PRECISIONS:
             raise SpecError(f"unknown precision {value!r}; one of {', '.join(PRECISIONS)}",
                             field=name)
+    if req.attention_dp is not None and (req.attention_dp < 1 or req.tp % req.attention_dp):
+        raise SpecError(f"must be a whole number >= 1 dividing tp ({req.tp}), got "
+                        f"{req.attention_dp}", field="attention_dp")
     if req.tp % req.ep:
         raise SpecError(f"ep ({req.ep}) must divide tp ({req.tp}): experts are spread over "
                         "the tensor-parallel group", field="ep")
@@ -241,14 +246,18 @@ def _check(req: EstimateRequest) -> None:
 def _check_fit(req: EstimateRequest, arch: ModelArch, acc: Accelerator) -> None:
     """Parallelism and formats the model and the chip can actually run."""
     att = arch.attention
-    if att.num_heads % req.tp:
-        raise SpecError(f"tp {req.tp} does not divide the {att.num_heads} attention heads of "
-                        f"{arch.id}", field="tp")
+    # With attention data parallelism the heads split over each group of tp / attention_dp.
+    group = req.tp // (req.attention_dp or 1)
+    field = "tp" if group == req.tp else "attention_dp"
+    what = f"tp {req.tp}" if group == req.tp else \
+        f"the attention group (tp / attention_dp = {group})"
+    if att.num_heads % group:
+        raise SpecError(f"{what} does not divide the {att.num_heads} attention heads of "
+                        f"{arch.id}", field=field)
     kv = att.num_kv_heads
-    if att.kind == "gqa" and kv % req.tp and req.tp % kv:
-        raise SpecError(f"tp {req.tp} and the {kv} KV heads of {arch.id} must divide one "
-                        "another (KV heads are split, or replicated when tp exceeds them)",
-                        field="tp")
+    if att.kind == "gqa" and kv % group and group % kv:
+        raise SpecError(f"{what} and the {kv} KV heads of {arch.id} must divide one "
+                        "another (KV heads are split, or replicated past them)", field=field)
     if req.pp > arch.layers:
         raise SpecError(f"pp {req.pp} exceeds the {arch.layers} layers of {arch.id}", field="pp")
     if req.ep > 1:
@@ -294,7 +303,8 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
     budget = engine.max_tokens_per_step if req.prefill_chunk is None else req.prefill_chunk
     rep = build_replica(arch, device, tp=req.tp, pp=req.pp, ep=req.ep,
                         weight_precision=req.precision, kv_precision=req.kv_precision,
-                        kv_offload=host is not None, tokens_per_step=budget)
+                        kv_offload=host is not None, tokens_per_step=budget,
+                        attn_dp=req.attention_dp)
     spec = None
     if req.draft_len:
         draft = None
@@ -390,6 +400,8 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
             else "max_throughput",
             "batch": req.batch, "input_len": req.input_len, "output_len": req.output_len,
             "engine": engine.id, "prefill_chunk": budget, "kv_offload": req.kv_offload,
+            **({} if float(rep.par.attn_dp) == 1.0 else
+               {"attention_dp": int(float(rep.par.attn_dp))}),
             "speculative": None if spec is None else {
                 "draft_len": spec.draft_len, "acceptance": spec.acceptance,
                 "draft_model": req.draft_model, "expected_tokens_per_step":

@@ -282,3 +282,30 @@ def test_simulate_command_takes_classes(runner: CliRunner) -> None:
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "fleetplan: error: field 'class': class shares sum to 0.7, not 1"
+
+
+def test_estimate_and_goodput_commands_take_classes(runner: CliRunner) -> None:
+    base = ["--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--input-len", "1",
+            "--output-len", "1", "--precision", "fp8"]
+    classes = [arg for text in CLASS_ARGS for arg in ("--class", text)]
+    est = runner.invoke(app, ["estimate", *base, "--rate", "10", *classes, "--format", "json"])
+    assert est.exit_code == 0, est.output
+    assert json.loads(est.output)["latency_by_class"]["rag"]["meets_slo"] is False
+    # No objective but the classes': goodput still has one to hold.
+    good = runner.invoke(app, ["goodput", *base, *classes])
+    assert good.exit_code == 0, good.output
+    assert "rag.ttft_p99" in good.output and "class rag" in good.output
+
+
+def test_attention_data_parallelism_from_the_command_line(runner: CliRunner) -> None:
+    # Qwen3-235B's 4 KV heads over tp 8 sit twice each under tensor-parallel attention; with
+    # 8 attention groups each sequence's KV is whole on one rank: twice the KV tokens.
+    base = ["estimate", "--model", "qwen3-235b-a22b", "--accelerator", "b200", "--tp", "8",
+            "--precision", "fp4", "--input-len", "1024", "--output-len", "1024", "--scenario",
+            "max_throughput", "--format", "json"]
+    tp_only = json.loads(runner.invoke(app, base).output)
+    grouped = json.loads(runner.invoke(app, [*base, "--attention-dp", "8"]).output)
+    assert "attention_dp" not in tp_only["inputs"] and grouped["inputs"]["attention_dp"] == 8
+    # Each rank also holds the attention projections whole, so not quite 2x.
+    ratio = grouped["memory"]["kv_capacity_tokens"] / tp_only["memory"]["kv_capacity_tokens"]
+    assert 1.8 < ratio < 2.0
