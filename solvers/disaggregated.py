@@ -38,6 +38,7 @@ from .search import (
     Screen,
     SearchSpace,
     busy_power,
+    exact_passes,
     idle_power,
     stack_loads,
 )
@@ -197,19 +198,8 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     ttft99 = np.full((n_units, nb), np.nan)
     tpot99 = np.full((n_units, nb), np.nan)
     if n_units:
-        # ---- Exact: goodput of every shortlisted unit on every bucket, one pass per distinct
-        # objective set and arrival process.
-        groups: dict[tuple[Slo, float, float], list[int]] = {}
-        for k, b in enumerate(buckets):
-            groups.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
-        for (slo, _cv, _hit), ks in groups.items():
-            u_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_units), ks,
-                                                           indexing="ij"))
-            rep = build_replica(family.arch, family.device, tp=sel["tp"][u_idx],
-                                pp=sel["pp"][u_idx], ep=sel["ep"][u_idx],
-                                weight_precision=sel["precision"][u_idx],
-                                tokens_per_step=sel["prefill_chunk"][u_idx])
-            load = stack_loads([buckets[k].load for k in b_idx])
+        # ---- Exact: goodput of every shortlisted unit on every bucket.
+        for slo, u_idx, b_idx, rep, load in exact_passes(family, sel, buckets, n_units):
             rate, bind, at = goodput_disaggregated(
                 rep, rep, load, slo, n_prefill=u_p[u_idx], n_decode=u_d[u_idx],
                 link=KvLink(bw[u_idx], lat[u_idx], efficiency),

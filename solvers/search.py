@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -337,19 +338,8 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     ttft99 = np.full((n_keep, len(buckets)), np.nan)
     tpot99 = np.full((n_keep, len(buckets)), np.nan)
     if n_keep:
-        # ---- Exact: goodput for every shortlisted candidate on every bucket, one pass per
-        # distinct objective set and arrival process (buckets of one workload share them).
-        by_slo: dict[tuple[Slo, float, float], list[int]] = {}
-        for k, b in enumerate(buckets):
-            by_slo.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
-        for (slo, _cv, _hit), ks in by_slo.items():
-            c_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(n_keep), ks,
-                                                           indexing="ij"))
-            pair_rep = build_replica(
-                family.arch, family.device, tp=sel["tp"][c_idx], pp=sel["pp"][c_idx],
-                ep=sel["ep"][c_idx], weight_precision=sel["precision"][c_idx],
-                tokens_per_step=sel["prefill_chunk"][c_idx])
-            load = stack_loads([buckets[k].load for k in b_idx])
+        # ---- Exact: goodput for every shortlisted candidate on every bucket.
+        for slo, c_idx, b_idx, pair_rep, load in exact_passes(family, sel, buckets, n_keep):
             rate, bind, at = goodput(pair_rep, load, slo, max_batch=sel["max_batch"][c_idx],
                                      token_budget=sel["prefill_chunk"][c_idx],
                                      iterations=GOODPUT_ITERATIONS)
@@ -363,6 +353,23 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
         sel["prefill_chunk"], devices[keep], cost[keep], idle_power(family, devices[keep]),
         busy, gp, binding, ttft99, tpot99, n_grid, n_fit, n_fit * len(buckets),
         n_keep * len(buckets), floors)
+
+
+def exact_passes(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketLoad],
+                 rows: int) -> Iterator[tuple[Slo, np.ndarray, np.ndarray, Replica, Workload]]:
+    """The pairs of `rows` selected grid rows and every bucket, one pass per distinct
+    objective set and arrival process (buckets of one workload share them): the objectives,
+    each pair's row and bucket index, the pairs' replicas and their stacked loads."""
+    by_slo: dict[tuple[Slo, float, float], list[int]] = {}
+    for k, b in enumerate(buckets):
+        by_slo.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
+    for (slo, _cv, _hit), ks in by_slo.items():
+        r_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(rows), ks, indexing="ij"))
+        rep = build_replica(family.arch, family.device, tp=sel["tp"][r_idx],
+                            pp=sel["pp"][r_idx], ep=sel["ep"][r_idx],
+                            weight_precision=sel["precision"][r_idx],
+                            tokens_per_step=sel["prefill_chunk"][r_idx])
+        yield slo, r_idx, b_idx, rep, stack_loads([buckets[k].load for k in b_idx])
 
 
 def stack_loads(loads: list[Workload]) -> Workload:
