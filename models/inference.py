@@ -8,6 +8,7 @@ candidates for parallelism and formats. `step_time` prices one engine step; `sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -15,11 +16,19 @@ import numpy as np
 from ..hardware.llm import ModelArch
 from ..hardware.precision import bytes_per_value
 from .arrays import ArrayLike, BoolArray, FloatArray, arr
-from .comm import all_reduce, all_to_all, send_recv
+from .comm import AllReduce, AllToAll, SendRecv
 from .device import Device
 from .memory import MemoryPlan, plan_memory
-from .roofline import op_time
-from .transformer import Formats, Parallel, StepOps, StepShape, step_ops
+from .roofline import op_time_at
+from .transformer import (
+    Formats,
+    Parallel,
+    StepConstants,
+    StepOps,
+    StepShape,
+    step_constants,
+    step_ops,
+)
 
 BOUNDS = ("compute", "memory", "network", "overhead")
 T = TypeVar("T")
@@ -58,6 +67,74 @@ class Replica:
     def streams_weights(self) -> bool:
         """Whether GEMMs stream weights into a compute pipeline (not compute-in-memory)."""
         return self.device.accelerator.kind != "cim"
+
+    @cached_property
+    def step_plan(self) -> StepPlan:
+        """What `step_time` needs of this replica whatever the step's shape, worked out on
+        first use (the replica is immutable; `replace` makes a new one with its own)."""
+        return StepPlan.of(self)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The shape-independent inputs of `step_time` for one replica: the operators' constants,
+    peak rates as arrays, the collectives' latency and bandwidth terms, the launches of an
+    ungraphed step. Each is the expression `step_time` would evaluate on every call, so
+    using them keeps its results bit-identical."""
+
+    ops: StepConstants
+    peak: FloatArray
+    real_peak: FloatArray
+    """peak * the efficiency a large GEMM reaches."""
+    act_peak: FloatArray
+    act_real_peak: FloatArray
+    weight_spb: FloatArray
+    kv_spb: FloatArray
+    act_spb: FloatArray
+    streamed: bool
+    tp_allreduce: AllReduce
+    attn_allreduce: AllReduce | None
+    """None without attention data parallelism (the tensor group's all-reduce serves)."""
+    alltoall: AllToAll | None
+    """None for a dense model."""
+    launches: FloatArray
+    """Kernel launches of a step without CUDA graphs."""
+    cross_shape: tuple[int, ...]
+    p2p: SendRecv | None
+    """None where every candidate is one stage."""
+    multi_stage: BoolArray
+    stages_minus_1: FloatArray
+    devices: FloatArray
+
+    @classmethod
+    def of(cls, rep: Replica) -> StepPlan:
+        arch, dev, par = rep.arch, rep.device, rep.par
+        eff, engine, fabric, mem = dev.efficiency, dev.engine, dev.fabric, rep.memory
+        consts = step_constants(arch, par, rep.fmt)
+        peak, act_peak = arr(rep.peak_flops), arr(rep.act_peak_flops)
+        cross = par.tp * par.pp > fabric.domain
+        single = bool(np.all(par.pp <= 1))
+        return cls(
+            ops=consts,
+            peak=peak,
+            real_peak=peak * eff.compute,
+            act_peak=act_peak,
+            act_real_peak=act_peak * eff.compute,
+            weight_spb=arr(mem.weight_s_per_byte),
+            kv_spb=arr(mem.kv_s_per_byte),
+            act_spb=arr(mem.act_s_per_byte),
+            streamed=rep.streams_weights,
+            tp_allreduce=AllReduce.of(par.tp, fabric),
+            attn_allreduce=None if np.all(par.attn_dp == 1.0) else
+            AllReduce.of(par.attn_tp, fabric),
+            alltoall=AllToAll.of(par.ep, fabric) if arch.is_moe else None,
+            launches=engine.kernels_per_layer * consts.lps + 4.0,
+            cross_shape=np.shape(cross),
+            p2p=None if single else SendRecv.of(cross, fabric),
+            multi_stage=par.pp > 1,
+            stages_minus_1=par.pp - 1.0,
+            devices=par.devices,
+        )
 
 
 def default_kv_precision(device: Device, weight: str) -> str:
@@ -165,35 +242,36 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     """
     arch, dev, par = rep.arch, rep.device, rep.par
     eff, engine = dev.efficiency, dev.engine
-    ops = step_ops(arch, shape, par, rep.fmt)
-    kv_spb = rep.memory.kv_s_per_byte if kv_demand_tokens is None or not rep.kv_offload \
-        else rep.memory.kv_seconds_per_byte(kv_demand_tokens)
+    plan = rep.step_plan
+    ops = step_ops(arch, shape, par, rep.fmt, plan.ops)
+    kv_spb = plan.kv_spb if kv_demand_tokens is None or not rep.kv_offload \
+        else arr(rep.memory.kv_seconds_per_byte(kv_demand_tokens))
     compute = arr(0.0)
     memory = arr(0.0)
     flops = arr(0.0)
     for op in ops.ops:
-        peak = rep.peak_flops if op.weight_format_math else rep.act_peak_flops
-        t = op_time(op, peak, eff, rep.memory.weight_s_per_byte, kv_spb,
-                    rep.memory.act_s_per_byte, streamed=rep.streams_weights)
+        if op.weight_format_math:
+            peak, real_peak = plan.peak, plan.real_peak
+        else:
+            peak, real_peak = plan.act_peak, plan.act_real_peak
+        t = op_time_at(op, peak, real_peak, eff, plan.weight_spb, kv_spb, plan.act_spb,
+                       streamed=plan.streamed)
         is_compute = t.compute >= t.memory
         compute = compute + np.where(is_compute, t.time, 0.0)
         memory = memory + np.where(is_compute, 0.0, t.time)
         flops = flops + op.flops
-    fabric = dev.fabric
-    tp_allreduce = all_reduce(ops.tp_allreduce_bytes, par.tp, fabric)
+    tp_allreduce = plan.tp_allreduce(ops.tp_allreduce_bytes)
     # Without attention data parallelism the attention group is the tensor group and its
     # all-reduce carries the same bytes: the same collective, priced once.
-    attn_allreduce = tp_allreduce if np.all(par.attn_dp == 1.0) else \
-        all_reduce(ops.attn_allreduce_bytes, par.attn_tp, fabric)
+    attn_allreduce = tp_allreduce if plan.attn_allreduce is None else \
+        plan.attn_allreduce(ops.attn_allreduce_bytes)
     network = (ops.allreduces_per_stage * tp_allreduce
                + ops.attn_allreduces_per_stage * attn_allreduce)
-    if arch.is_moe:
-        network = network + ops.moe_layers_per_stage * all_to_all(
-            ops.ep_alltoall_bytes, par.ep, fabric)
+    if plan.alltoall is not None:
+        network = network + ops.moe_layers_per_stage * plan.alltoall(ops.ep_alltoall_bytes)
     device_time = compute + memory + network
     graphed = np.asarray(shape.prefill_tokens <= 0) & engine.graphs
-    launches = np.where(graphed, GRAPH_LAUNCHES_PER_STEP,
-                        engine.kernels_per_layer * ops.layers_per_stage + 4.0)
+    launches = np.where(graphed, GRAPH_LAUNCHES_PER_STEP, plan.launches)
     host = launches * dev.kernel_launch_s
     # A graph-capturing engine replays decode as one graph and runs prompt-carrying steps
     # with kernels long enough (or piecewise-captured) for the host to stay ahead: launches
@@ -202,14 +280,12 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     # faster than the next launch, so the device waits kernel by kernel and the launches add
     # to its time (the small-batch gap that CUDA graphs close).
     stage = np.maximum(device_time, host) if engine.graphs else device_time + host
-    cross = par.tp * par.pp > fabric.domain
-    if np.all(par.pp <= 1):
+    if plan.p2p is None:
         # One stage: no hand-over (the zeros the expression below gives, without pricing it).
         p2p = np.zeros(np.broadcast_shapes(np.shape(par.pp), np.shape(ops.pp_send_bytes),
-                                           np.shape(cross)))
+                                           plan.cross_shape))
     else:
-        p2p = np.where(par.pp > 1, (par.pp - 1.0) * send_recv(ops.pp_send_bytes, cross,
-                                                              fabric), 0.0)
+        p2p = np.where(plan.multi_stage, plan.stages_minus_1 * plan.p2p(ops.pp_send_bytes), 0.0)
     # Per-sequence host work (scheduling, sampling, block tables) runs between device steps;
     # attention data-parallel groups each schedule their own share of the sequences.
     seqs = (shape.decode_seqs + shape.prefill_seqs) * par.pp / par.attn_dp
@@ -219,7 +295,7 @@ def step_time(rep: Replica, shape: StepShape, *, kv_demand_tokens: ArrayLike | N
     pp = par.pp
     energy = _energy(rep, ops, ops_flops=flops * pp, time=total, busy=pp * device_time + p2p)
     return StepTime(total, pp * compute, pp * memory, pp * network + p2p, overhead, energy,
-                    stage, flops * par.devices)
+                    stage, flops * plan.devices)
 
 
 def _energy(rep: Replica, ops: StepOps, *, ops_flops: FloatArray, time: FloatArray,

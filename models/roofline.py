@@ -82,12 +82,25 @@ def op_time(op: Op, peak_flops: ArrayLike, eff: Efficiency, weight_s_per_byte: A
     memory efficiency): blended where it is a GEMM against weights streamed into a compute
     pipeline, the roofline otherwise (compute-in-memory arrays, `streamed` False, multiply
     where the weights are read)."""
-    compute = op.flops / (arr(peak_flops) * compute_efficiency(op.rows, eff))
-    memory = (op.weight_bytes * arr(weight_s_per_byte) + op.kv_bytes * arr(kv_s_per_byte)
-              + op.act_bytes * arr(act_s_per_byte))
-    real = op.flops / (arr(peak_flops) * eff.compute)
+    peak = arr(peak_flops)
+    return op_time_at(op, peak, peak * eff.compute, eff, arr(weight_s_per_byte),
+                      arr(kv_s_per_byte), arr(act_s_per_byte), streamed=streamed)
+
+
+def op_time_at(op: Op, peak: FloatArray, real_peak: FloatArray, eff: Efficiency,
+               weight_s_per_byte: FloatArray, kv_s_per_byte: FloatArray,
+               act_s_per_byte: FloatArray, *, streamed: bool = True) -> OpTime:
+    """`op_time` with its inputs already float64 arrays and `real_peak` (peak * eff.compute)
+    worked out, for callers that price many operators on one replica."""
+    compute = op.flops / (peak * compute_efficiency(op.rows, eff))
+    memory = (op.weight_bytes * weight_s_per_byte + op.kv_bytes * kv_s_per_byte
+              + op.act_bytes * act_s_per_byte)
     if op.grouped:
-        compute, memory, real = compute / eff.moe, memory / eff.moe, real / eff.moe
-    time = blend(real, memory, compute) if op.weight_format_math and streamed else \
-        np.maximum(compute, memory)
-    return OpTime(arr(time), compute, memory)
+        compute, memory = compute / eff.moe, memory / eff.moe
+    if not (op.weight_format_math and streamed):
+        return OpTime(arr(np.maximum(compute, memory)), compute, memory)
+    # The math on the real rows only enters the blend (the roofline above does without it).
+    real = op.flops / real_peak
+    if op.grouped:
+        real = real / eff.moe
+    return OpTime(arr(blend(real, memory, compute)), compute, memory)

@@ -184,21 +184,106 @@ def expected_experts_touched(num_experts: int, top_k: int, tokens: ArrayLike) ->
     return num_experts * (1.0 - np.power(1.0 - top_k / num_experts, t))
 
 
-def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> StepOps:
-    """Operators of one step for the bottleneck stage, on one device."""
+@dataclass(frozen=True)
+class StepConstants:
+    """The parts of `step_ops` that depend only on the model, its parallelism and its formats,
+    not on the step's shape: worked out once per replica and reused by every step priced on
+    it (each is the same expression `step_ops` evaluated inline, so the results are
+    bit-identical)."""
+
+    proj_params: float
+    mlp_params: float
+    expert_params: float
+    shared_params: float
+    router_params: float
+    head_params: float
+    lps: FloatArray
+    """Layers per stage."""
+    qkvo_weight: FloatArray
+    attn_flops_scale: FloatArray
+    """2 heads / tp: the factor in front of the attention FLOPs."""
+    kv_tok: FloatArray
+    """KV bytes per token per layer per device."""
+    kv_heads_local: FloatArray
+    """KV heads (or their replicas) one device of the attention group holds: min(attn_tp,
+    KV heads)."""
+    mlp_layers: FloatArray | None
+    mlp_weight: FloatArray | None
+    moe_layers: FloatArray
+    ep_minus_1: FloatArray
+    shared_weight: FloatArray | None
+    head_weight: FloatArray
+    allreduces: FloatArray
+    attn_allreduces: FloatArray
+
+
+def step_constants(arch: ModelArch, par: Parallel, fmt: Formats) -> StepConstants:
+    """The shape-independent quantities of `step_ops` for one (arch, par, fmt)."""
     att = arch.attention
-    d = float(arch.hidden)
     tp, pp, adp = par.tp, par.pp, par.attn_dp
     attn_tp = par.attn_tp
     lps = arr(arch.layers) / pp
-    tokens = shape.tokens
+    wb = fmt.weight_bytes
+    proj_params = float(att.params(arch.hidden))
+    heads = float(att.num_heads)
+    mlp_params = expert_params = shared_params = router = 0.0
+    if arch.moe is not None:
+        expert_params = float(arch.moe.expert.params(arch.hidden))
+        router = float(arch.moe.router_params(arch.hidden))
+    mlp_layers = mlp_weight = None
+    if arch.dense_layers and arch.mlp is not None:
+        mlp_params = float(arch.mlp.params(arch.hidden))
+        mlp_layers = arr(arch.dense_layers) / pp
+        mlp_weight = mlp_params * wb / tp * mlp_layers
+    shared_weight = None
+    if arch.moe_layers and arch.moe is not None and arch.moe.shared is not None:
+        shared_params = float(arch.moe.shared.params(arch.hidden))
+        shared_weight = shared_params * wb / tp
+    head_params = float(arch.vocab * arch.hidden)
+    split = adp > 1.0
+    return StepConstants(
+        proj_params=proj_params,
+        mlp_params=mlp_params,
+        expert_params=expert_params,
+        shared_params=shared_params,
+        router_params=router,
+        head_params=head_params,
+        lps=lps,
+        qkvo_weight=proj_params * wb / attn_tp * lps,
+        attn_flops_scale=2.0 * heads / tp,
+        kv_tok=kv_bytes_per_token(arch, par, fmt) * pp / arch.layers,
+        kv_heads_local=np.minimum(attn_tp, float(att.num_kv_heads)),
+        mlp_layers=mlp_layers,
+        mlp_weight=mlp_weight,
+        moe_layers=arr(arch.moe_layers) / pp,
+        ep_minus_1=par.ep - 1.0,
+        shared_weight=shared_weight,
+        head_weight=head_params * wb / tp,
+        allreduces=np.where(split, 1.0, 2.0) * lps,
+        attn_allreduces=np.where(split & (attn_tp > 1.0), lps, 0.0),
+    )
+
+
+def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats,
+             consts: StepConstants | None = None) -> StepOps:
+    """Operators of one step for the bottleneck stage, on one device. `consts` (from
+    `step_constants` of the same arch, par and fmt) skips recomputing what the shape does not
+    change."""
+    c = step_constants(arch, par, fmt) if consts is None else consts
+    att = arch.attention
+    d = float(arch.hidden)
+    tp, pp, adp = par.tp, par.pp, par.attn_dp
+    lps = c.lps
+    decode_tokens = shape.decode_seqs * shape.decode_tokens_per_seq
+    tokens = shape.prefill_tokens + decode_tokens
+    zeros = arr(0.0) * tokens
     wb, ab = fmt.weight_bytes, fmt.act_bytes
     ops: list[Op] = []
 
     # Q/K/V/O projections: dense GEMMs over each attention group's tokens, weights split over
     # the group (so attention data parallelism reads them `attn_dp` times over).
-    proj_params = float(att.params(arch.hidden))
-    ops.append(Op("qkvo", 2.0 * tokens * proj_params / tp * lps, proj_params * wb / attn_tp * lps,
+    proj_params = c.proj_params
+    ops.append(Op("qkvo", 2.0 * tokens * proj_params / tp * lps, c.qkvo_weight,
                   arr(0.0), tokens * (3.0 * d) * ab / tp * lps, tokens / adp, 3.0))
 
     # Attention itself: scores and weighted values over the context.
@@ -212,37 +297,36 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
         dec_dims = pre_dims = 2.0 * att.head_dim
     dec_layers = _attended_layers(arch, shape.decode_ctx)
     pre_layers = _attended_layers(arch, shape.prefill_ctx)
-    kv_tok = kv_bytes_per_token(arch, par, fmt) * pp / arch.layers  # per layer per device
-    attn_flops = 2.0 * heads / tp * (
-        shape.decode_tokens * shape.decode_ctx * dec_dims * dec_layers
+    attn_flops = c.attn_flops_scale * (
+        decode_tokens * shape.decode_ctx * dec_dims * dec_layers
         + shape.prefill_tokens * shape.prefill_ctx * pre_dims * pre_layers) / pp
     # Decode streams every cached position once per step (per sequence, not per speculative
     # token); prefill writes its new KV and (flash attention) re-reads the prompt's KV per tile,
     # which the write term dominates.
-    attn_kv = kv_tok * (shape.decode_seqs * shape.decode_ctx * dec_layers
-                        + shape.prefill_tokens * arch.layers) / pp
+    attn_kv = c.kv_tok * (shape.decode_seqs * shape.decode_ctx * dec_layers
+                          + shape.prefill_tokens * arch.layers) / pp
     q_dims = float(att.qk_head_dim + att.value_head_dim)
     attn_act = tokens * heads * q_dims * ab / tp * lps
-    ops.append(Op("attention", attn_flops, arr(0.0) * tokens, attn_kv, attn_act,
-                  np.maximum(shape.decode_tokens_per_seq * heads / np.minimum(
-                      attn_tp, float(att.num_kv_heads)), 1.0) + shape.prefill_tokens / adp, 1.0,
-                  weight_format_math=False))
+    ops.append(Op("attention", attn_flops, zeros, attn_kv, attn_act,
+                  np.maximum(shape.decode_tokens_per_seq * heads / c.kv_heads_local, 1.0)
+                  + shape.prefill_tokens / adp, 1.0, weight_format_math=False))
 
     # Dense MLP layers.
     if arch.dense_layers and arch.mlp is not None:
-        mlp_params = float(arch.mlp.params(arch.hidden))
-        n = arr(arch.dense_layers) / pp
-        ops.append(Op("mlp", 2.0 * tokens * mlp_params / tp * n, mlp_params * wb / tp * n,
+        assert c.mlp_layers is not None and c.mlp_weight is not None
+        mlp_params = c.mlp_params
+        n = c.mlp_layers
+        ops.append(Op("mlp", 2.0 * tokens * mlp_params / tp * n, c.mlp_weight,
                       arr(0.0), tokens * (d + arch.mlp.intermediate * 2.0) * ab / tp * n,
                       tokens, 2.0))
 
     # MoE layers: routed experts (weights read only for experts some token chose), shared
     # experts, router.
-    moe_layers_ps = arr(arch.moe_layers) / pp
-    alltoall = arr(0.0) * tokens
+    moe_layers_ps = c.moe_layers
+    alltoall = zeros
     if arch.moe_layers and arch.moe is not None:
         moe = arch.moe
-        expert_params = float(moe.expert.params(arch.hidden))
+        expert_params = c.expert_params
         touched = expected_experts_touched(moe.num_experts, moe.top_k, tokens)
         routed_tokens = tokens * moe.top_k
         n = moe_layers_ps
@@ -250,32 +334,31 @@ def step_ops(arch: ModelArch, shape: StepShape, par: Parallel, fmt: Formats) -> 
         wbytes = touched * expert_params * wb / tp
         act = routed_tokens * (d + moe.expert.intermediate * 2.0) * ab / tp
         if moe.shared is not None:
-            shared_params = float(moe.shared.params(arch.hidden))
+            assert c.shared_weight is not None
+            shared_params = c.shared_params
             flops = flops + 2.0 * tokens * shared_params / tp
-            wbytes = wbytes + shared_params * wb / tp
-        router = float(moe.router_params(arch.hidden))
+            wbytes = wbytes + c.shared_weight
+        router = c.router_params
         flops = flops + 2.0 * tokens * router
         ops.append(Op("moe", flops * n, wbytes * n, arr(0.0), act * n,
                       routed_tokens / np.maximum(touched, 1.0), 4.0, grouped=True))
         # Expert-parallel dispatch and combine: each routed token's activation leaves its
         # device with probability (ep-1)/ep, twice (there and back).
-        alltoall = 2.0 * routed_tokens * d * ab / tp * (par.ep - 1.0) / par.ep
+        alltoall = 2.0 * routed_tokens * d * ab / tp * c.ep_minus_1 / par.ep
 
     # Embedding lookup and LM head (charged to the bottleneck stage).
-    rows = shape.logit_rows
-    head_params = float(arch.vocab * arch.hidden)
-    ops.append(Op("lm_head", 2.0 * rows * head_params / tp, head_params * wb / tp, arr(0.0),
-                  rows * arch.vocab * 4.0 / tp + tokens * d * ab, rows, 0.0))
+    rows = shape.prefill_seqs + decode_tokens
+    head_params = c.head_params
+    ar_bytes = tokens * d * ab
+    ops.append(Op("lm_head", 2.0 * rows * head_params / tp, c.head_weight, arr(0.0),
+                  rows * arch.vocab * 4.0 / tp + ar_bytes, rows, 0.0))
 
     # Norms, residual adds, rotary: bandwidth over the activations.
-    ops.append(Op("elementwise", 10.0 * tokens * d * lps, arr(0.0) * tokens, arr(0.0),
+    ops.append(Op("elementwise", 10.0 * tokens * d * lps, zeros, zeros,
                   6.0 * tokens * d * ab * lps, tokens, 0.0, weight_format_math=False))
 
-    ar_bytes = tokens * d * ab
-    split = adp > 1.0
-    return StepOps(tuple(ops), lps, ar_bytes, np.where(split, 1.0, 2.0) * lps,
-                   ar_bytes / adp, np.where(split & (attn_tp > 1.0), lps, 0.0),
-                   alltoall, moe_layers_ps, tokens * d * ab)
+    return StepOps(tuple(ops), lps, ar_bytes, c.allreduces, ar_bytes / adp, c.attn_allreduces,
+                   alltoall, moe_layers_ps, ar_bytes)
 
 
 def weight_bytes_per_device(arch: ModelArch, par: Parallel, fmt: Formats) -> FloatArray:
