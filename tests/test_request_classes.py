@@ -156,13 +156,14 @@ def test_class_p50s_match_the_simulation(catalog: Catalog, load_fraction: float)
                 (classes[j].name, metric)
 
 
-# (load, tolerance on p50, p90, p99)
-SPREAD_CASES = [(0.3, (0.10, 0.15, 0.15)), (0.6, (0.10, 0.15, 0.30)), (0.85, (0.25, 0.30, 0.40))]
+# (load, tolerance on the TTFT p50, p90, p99, on the TPOT p50 and p99)
+SPREAD_CASES = [(0.3, (0.10, 0.15, 0.15, 0.10, 0.30)), (0.6, (0.10, 0.15, 0.30, 0.10, 0.45)),
+                (0.85, (0.25, 0.30, 0.40, 0.20, 0.55))]
 
 
 @pytest.mark.parametrize(("load_fraction", "tolerance"), SPREAD_CASES)
 def test_long_prompt_tail_matches_the_simulation(catalog: Catalog, load_fraction: float,
-                                                 tolerance: tuple[float, float, float]) -> None:
+                                                 tolerance: tuple[float, ...]) -> None:
     # Prompts lognormal with cv 1.5. The TTFT percentiles mix strata of the own prompt's
     # length (a median prompt of about 900 tokens is done well before the mean one of 1600),
     # a long prompt's chunks are long steps, and while it holds the budget the prompts behind
@@ -171,18 +172,22 @@ def test_long_prompt_tail_matches_the_simulation(catalog: Catalog, load_fraction
     # requests; one seed's p99 moves about 15% with this tail), at 30/60/85% load:
     # p50 -3/-7/-19%, p90 +7/-10/-25%, p99 -9/-27/-36%: bursts of long prompts still queue
     # longer than the M/G/1 term with an exponential tail says.
-    # The p99 TPOT stays under-estimated here (by 28-67%): requests with short outputs average
-    # their step lengths over few steps, which the model's one lifetime does not capture.
+    # TPOT: p50 +2/-5/-14%, but the p99 stays under-estimated (-22/-38/-48%): requests with
+    # short outputs average their step lengths over few steps, which the model's one lifetime
+    # does not capture.
     rep = _replica(catalog)
     whole = RequestClass("all", 1.0, Lengths.lognormal(1600, 2400), Lengths.lognormal(230, 125))
     load = mixed_workload(1.0, [whole])
     rate = load_fraction * float(serve(rep, load.at_rate(1e-6)).capacity_rps)
-    ttft = np.concatenate([_simulate(rep, [whole], rate, seed=s).ttft_s for s in range(3)])
-    ana = serve(rep, load.at_rate(rate)).ttft
-    for (name, pct), tol in zip((("p50", 50), ("p90", 90), ("p99", 99)), tolerance,
-                                strict=True):
-        assert float(getattr(ana, name)) == pytest.approx(float(np.percentile(ttft, pct)),
-                                                          rel=tol), name
+    sims = [_simulate(rep, [whole], rate, seed=s) for s in range(3)]
+    ttft = np.concatenate([sim.ttft_s for sim in sims])
+    tpot = np.concatenate([sim.tpot_s for sim in sims])
+    ana = serve(rep, load.at_rate(rate))
+    checks = [(ana.ttft.p50, ttft, 50), (ana.ttft.p90, ttft, 90), (ana.ttft.p99, ttft, 99),
+              (ana.tpot.p50, tpot, 50), (ana.tpot.p99, tpot, 99)]
+    for k, ((value, simulated, pct), tol) in enumerate(zip(checks, tolerance, strict=True)):
+        assert float(value) == pytest.approx(float(np.nanpercentile(simulated, pct)),
+                                             rel=tol), k
 
 
 def test_histogram_prompts_match_the_simulation(catalog: Catalog) -> None:
