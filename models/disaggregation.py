@@ -110,7 +110,9 @@ class Pools:
         # allow.
         steps = np.maximum(o.mean - 1.0, 0.0)
         kv_per_seq = load.input_len.mean + o.mean
-        limit = arr(decode.device.engine.max_batch if max_batch is None else max_batch)
+        # The batch limit holds per micro-batch, pp of them in flight (see `queueing._Server`).
+        limit = arr(decode.device.engine.max_batch if max_batch is None else max_batch) \
+            * decode.par.pp
         slots = np.maximum(np.minimum(limit, np.floor(decode.memory.kv_capacity_tokens
                                                       / kv_per_seq)), 1.0)
         cap_p = n_p / s_p

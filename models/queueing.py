@@ -329,6 +329,12 @@ def _mix_of(prob: FloatArray, length: FloatArray) -> _StepMix:
     return _StepMix(prob, np.broadcast_to(length, np.broadcast(prob, length).shape))
 
 
+def _own_free(free: FloatArray, micro: FloatArray) -> FloatArray:
+    """Prompt tokens one prompt may put in a step whose micro-batches have `free` tokens of
+    budget left between them: its own micro-batch's share (at least one)."""
+    return arr(np.maximum(free / micro, 1.0))
+
+
 def _step_mix(rep: Replica, b: FloatArray, chunks_per_step: FloatArray, chunk: FloatArray,
               free: FloatArray, ctx: FloatArray, spec: SpecDecode | None,
               arrival_cv: float = 1.0) -> _StepMix:
@@ -463,7 +469,14 @@ class _Server:
     i_mean: FloatArray
     """Prompt tokens to prefill per request (the prefix cache's hits taken off)."""
     budget: FloatArray
+    """Prompt plus decode tokens one step carries over all its micro-batches: the engine's
+    per-micro-batch budget times the pipeline depth."""
     slots: FloatArray
+    """Sequences running at most: the batch limit per micro-batch times the pipeline depth,
+    or what the KV cache holds."""
+    micro: FloatArray
+    """Micro-batches per step (the pipeline depth): a prompt rides in one of them, so its
+    chunk is at most the step's free budget over `micro`."""
     steps: FloatArray
     """Decode steps of a mean request."""
     n_steps: FloatArray
@@ -478,10 +491,14 @@ class _Server:
         engine = rep.device.engine
         i_mean = np.maximum(load.input_len.mean * (1.0 - load.prefix_hit), 1.0)
         o = load.output_len
-        budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget)
+        # A pipeline of depth pp keeps pp micro-batches in flight, each with the engine's batch
+        # limit and token budget (TensorRT-LLM's micro-batches; `max_throughput` alike).
+        micro = np.asarray(rep.par.pp, dtype=float)
+        budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget) \
+            * micro
         kv_per_seq = load.input_len.mean + (o.mean if engine.reserve_kv_for_output
                                             else o.mean / 2.0)
-        slots = np.minimum(arr(engine.max_batch if max_batch is None else max_batch),
+        slots = np.minimum(arr(engine.max_batch if max_batch is None else max_batch) * micro,
                            np.floor(rep.memory.kv_capacity_tokens / kv_per_seq))
         slots = np.maximum(slots, 1.0)
         steps = _decode_steps(o, spec)
@@ -494,13 +511,13 @@ class _Server:
         # length; the token budget caps the batch at budget / (1 + input / decode_steps).
         full = np.minimum(slots, np.maximum(np.floor(budget / (1.0 + i_mean / n_steps)), 1.0))
         free_full = np.maximum(budget - full, 1.0)
-        chunk_full = np.minimum(i_mean, free_full)
-        chunks_full = (full / n_steps) * np.ceil(i_mean / free_full)
+        chunk_full = np.minimum(i_mean, _own_free(free_full, micro))
+        chunks_full = (full / n_steps) * np.ceil(i_mean / _own_free(free_full, micro))
         t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
         # A replica whose weights do not fit serves nothing.
         capacity = np.where(rep.memory.fits, full / (n_steps * t_full), 0.0)
-        return cls(rep, load, spec, i_mean, budget, slots, steps, n_steps, ctx, per_token,
-                   capacity)
+        return cls(rep, load, spec, i_mean, budget, slots, micro, steps, n_steps, ctx,
+                   per_token, capacity)
 
     def lam_eff(self, rate_rps: FloatArray) -> FloatArray:
         """The arrival rate the steady state is solved at: past capacity, just under it."""
@@ -518,7 +535,7 @@ class _Server:
         low load: 2.2 ms for one sequence, 3.5 for two)."""
         b = np.minimum(lam_eff * self.steps * tau, self.slots)
         free = np.maximum(self.budget - b, 1.0)
-        n_chunks = np.ceil(self.i_mean / free)
+        n_chunks = np.ceil(self.i_mean / _own_free(free, self.micro))
         mix = _step_mix(self.rep, np.minimum(b + 1.0, self.slots), lam_eff * tau * n_chunks,
                         self.i_mean / n_chunks, free, self.ctx, self.spec,
                         self.load.arrival_cv)
@@ -547,7 +564,9 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
     tau = arr(tau_final)
     b = np.minimum(lam_eff * steps * tau, slots)
     free = np.maximum(budget - b, 1.0)
-    n_chunks = np.ceil(i_mean / free)
+    # What one prompt may take of a step: its micro-batch's share of the free budget.
+    own_free = _own_free(free, server.micro)
+    n_chunks = np.ceil(i_mean / own_free)
     chunk = i_mean / n_chunks
 
     # ---- TPOT. A running request sees itself plus the others, a Poisson number with the
@@ -569,14 +588,14 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
     qs = tuple(QUANTILES.values())
     # The prompt at each percentile, alone in the steps that carry it: a long prompt's
     # chunks are long steps, which a mean-sized prompt would hide.
-    prompt_q = np.stack(np.broadcast_arrays(free, *(
+    prompt_q = np.stack(np.broadcast_arrays(own_free, *(
         np.maximum(part_in.quantile(q) * (1.0 - load.prefix_hit), 1.0) for q in qs))[1:])
     own_length, up, down, with_group, prompt_steps = _steps(rep, [
         own_steps_mix,
         ((seen + db)[np.newaxis], zero, zero),
         (np.maximum(seen - db, 1.0)[np.newaxis], zero, zero),
         (b, group, np.minimum(n + 1.0, group / chunk)),
-        (b[np.newaxis], np.minimum(prompt_q, free), arr(1.0))], ctx, spec)
+        (b[np.newaxis], np.minimum(prompt_q, own_free), arr(1.0))], ctx, spec)
     own_mix = _mix_of(own_prob, own_length)
     plain = own_mix.length[0]
     one_chunk = own_mix.length[1]
@@ -608,7 +627,8 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
     others = _count_pmf(lam_eff * mix.length, n_max, load.arrival_cv)    # (N, K, ...)
     # Prompt tokens ahead of and including this one: half the others on average go first.
     ahead = (n / 2.0 + 1.0) * i_mean if part is None else n / 2.0 * i_mean + part_i
-    own_steps = np.ceil(ahead / free)
+    own_steps = np.maximum(np.ceil(ahead / free), np.ceil(
+        (i_mean if part is None else part_i) / own_free))
     own = (own_steps * with_group)[:, np.newaxis]                         # (N, 1, ...)
     weights = others * landed[np.newaxis]                                 # (N, K, ...)
     shift = np.broadcast_to(own, weights.shape)
@@ -625,7 +645,7 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
     work = n_chunks * np.maximum(own_mix.length[1] - own_mix.length[0], 0.0)
     rho_p = np.clip(lam_eff * work, 0.0, 0.999999)
     cv_in = load.input_len.cv
-    queues = i_mean * 2.0 > free
+    queues = i_mean * 2.0 > own_free
     # Prompts of varied length also queue for the budget when they are short on average: a
     # long one takes whole steps of it while the next ones wait (Pollaczek-Khinchine's
     # variability term, zero for prompts of one length).
@@ -658,7 +678,7 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
         ws, ss = [], []
         for share, tokens in strata:
             x = np.maximum(tokens * (1.0 - load.prefix_hit), 1.0)
-            k = np.ceil((n / 2.0 * i_mean + x) / free)
+            k = np.maximum(np.ceil((n / 2.0 * i_mean + x) / free), np.ceil(x / own_free))
             own_x = k * plain + np.minimum(k * free, n * i_mean + x) * token_s
             ws.append(flat_w * share)
             ss.append(np.broadcast_to(own_x[:, np.newaxis], weights.shape)
@@ -672,9 +692,9 @@ def _result(server: _Server, rate_rps: FloatArray, tau: FloatArray,
         w = np.where(q <= 1.0 - p_wait, 0.0,
                      cond * np.log(p_wait / np.maximum(1.0 - q, 1e-12)))
         # The prompt alone: full steps, then one with what is left of it.
-        full = np.ceil(prompt_q[k] / free) - 1.0
+        full = np.ceil(prompt_q[k] / own_free) - 1.0
         longer = full * prompt_steps[k] + np.where(
-            full > 0, plain + (prompt_q[k] - full * free) * token_s, prompt_steps[k])
+            full > 0, plain + (prompt_q[k] - full * own_free) * token_s, prompt_steps[k])
         return arr(np.maximum(body, longer) + w)
 
     bodies = _mixture_quantiles(qs, flat_w, flat_s, flat_v, cap_t)
@@ -893,7 +913,9 @@ def closed_loop(rep: Replica, *, concurrency: ArrayLike, input_len: ArrayLike,
     per_token = 1.0 if spec is None else spec.expected_tokens
     steps = np.maximum(o - 1.0, 0.0) / per_token
     ctx = i + o / 2.0
-    chunks = np.ceil(i / np.maximum(budget - n, 1.0))
+    pp = np.asarray(rep.par.pp, dtype=float)
+    # Each of the pp micro-batches has the engine's budget and batch limit (see `_Server`).
+    chunks = np.ceil(i / np.maximum(budget - n / pp, 1.0))
     # Of each request's steps + chunks steps, `chunks` carry its prompt: prompt tokens per step
     # are n * i / (steps + chunks) on average.
     cycle_steps = steps + chunks
@@ -904,7 +926,7 @@ def closed_loop(rep: Replica, *, concurrency: ArrayLike, input_len: ArrayLike,
     same = Percentiles(ttft, ttft, ttft, ttft)
     tp = tau / per_token
     slots = np.floor(rep.memory.kv_capacity_tokens / (i + o))
-    stable = np.asarray(n <= np.minimum(slots, engine.max_batch), dtype=bool)
+    stable = np.asarray(n <= np.minimum(slots, engine.max_batch * pp), dtype=bool)
     return LoadResult(same, Percentiles(tp, tp, tp, tp), Percentiles(e2e, e2e, e2e, e2e),
                       n * steps / cycle_steps, tau, np.where(stable, 0.0, np.inf), rate,
                       stable, rate * o, np.zeros_like(tau))

@@ -184,7 +184,9 @@ class Options(_Strict):
     pp: IntList = [1, 2, 4]
     ep: IntList | None = Field(default=None, description="expert-parallel degrees for MoE "
                                "models (default: 1 and the whole tensor-parallel group)")
-    max_batch: IntList = [8, 16, 32, 64, 128, 256, 512]
+    max_batch: IntList = Field(default=[8, 16, 32, 64, 128, 256, 512], description=(
+        "batch limits (sequences per micro-batch); each replica gets the smallest listed "
+        "that carries its planned load"))
     prefill_chunk: IntList | None = Field(default=None, description="prefill token budgets "
                                           "per step (default: the engine's)")
     engine: str = "trtllm"

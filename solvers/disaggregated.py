@@ -4,9 +4,9 @@ can weigh both.
 
 A unit is a row of the family's grid and a pool ratio from `SearchSpace.pd_ratios`. Both pools
 run the row's format and parallelism (precision, TP, PP, EP): the prefill pool uses the row's
-prefill chunk, the decode pool its batch limit. Pools with parallelism of their own are not
-searched: a unit is then n_p + n_d alike replicas, which is how the report counts its
-accelerators (replicas x tp x pp) and how the packer places them.
+prefill chunk, the decode pool the largest batch limit listed (see `search` on why). Pools
+with parallelism of their own are not searched: a unit is then n_p + n_d alike replicas, which
+is how the report counts its accelerators (replicas x tp x pp) and how the packer places them.
 
 KV link: a unit that fits in one scale-up domain is placed in one (the packer gets it as one
 group) and ships KV caches over the scale-up link; a larger one uses the NICs. Each of a
@@ -40,6 +40,7 @@ from .search import (
     busy_power,
     exact_passes,
     idle_power,
+    rows_at_limits,
     stack_loads,
 )
 
@@ -134,8 +135,10 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
     for ks in by_hit.values():
         # The arrival process does not enter a pool's service times.
         load = stack_loads([buckets[k].load for k in ks])
+        # No batch limit: the screen ranks replicas as `search.screen` does, whatever limits
+        # are listed.
         pools = Pools.of(rep, rep, load, n_prefill=1.0, n_decode=1.0,
-                         link=KvLink(1.0, 0.0), max_batch=col["max_batch"],
+                         link=KvLink(1.0, 0.0), max_batch=np.inf,
                          token_budget=col["prefill_chunk"])
         bound = np.array([_tpot_bound(buckets[k].slo) for k in ks])
         # The largest batch in [1, slots] whose decode step meets the bound (bisection; the
@@ -243,3 +246,19 @@ def _empty(family: Family, nb: int, screened: int,
                  family.device.fabric.efficiency, np.zeros((0, nb)),
                  np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
                  screened, 0, ratios)
+
+
+def unit_goodput_at_limits(family: Family, row: dict[str, object], n_prefill: int,
+                           n_decode: int, link: KvLink, buckets: list[BucketLoad],
+                           limits: list[int]) -> FloatArray:
+    """(limits, buckets): the exact goodput (requests/s per unit) of one unit (a grid row's
+    replicas, `n_prefill` + `n_decode` of them, KV over `link`) at each batch limit of
+    `limits` (which holds in the decode pool)."""
+    sel = rows_at_limits(row, limits)
+    gp = np.zeros((len(limits), len(buckets)))
+    for slo, u_idx, b_idx, rep, load in exact_passes(family, sel, buckets, len(limits)):
+        gp[u_idx, b_idx] = goodput_disaggregated(
+            rep, rep, load, slo, n_prefill=n_prefill, n_decode=n_decode, link=link,
+            max_batch=sel["max_batch"][u_idx], token_budget=sel["prefill_chunk"][u_idx],
+            iterations=GOODPUT_ITERATIONS)[0]
+    return gp

@@ -23,10 +23,19 @@ from ..models.disaggregation import KvLink, serve_disaggregated
 from ..models.inference import Replica, build_replica
 from ..models.queueing import serve as serve_load
 from ..models.queueing import slo_slack
-from .disaggregated import SCALE_UP, Units, search_units
-from .mix import MixCheck, MixProblem, MixResult, check_mix, solve_mix
+from .disaggregated import SCALE_UP, Units, search_units, unit_goodput_at_limits
+from .mix import IntArray, MixCheck, MixProblem, MixResult, check_mix, restate, solve_mix
 from .packing import PackingProblem, Placement, ReplicaKind, pack
-from .search import BucketLoad, Candidates, Family, SearchSpace, screen, search_family
+from .search import (
+    BucketLoad,
+    Candidates,
+    Family,
+    SearchSpace,
+    goodput_of_rows,
+    rows_at_limits,
+    screen,
+    search_family,
+)
 
 T = TypeVar("T")
 
@@ -233,11 +242,110 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
     problem = _problem(choices, groups, buckets, capacity, idle, busy, objective=objective,
                        routing=routing, headroom=headroom, time_limit_s=time_limit_s)
     mix = solve_mix(problem)
+    if mix.feasible and objective != "energy":
+        # The energy objective prices load as a share of each row's capacity, so a tighter
+        # limit would change the objective the solver proved; its plan keeps the limits solved.
+        refined = _smallest_limits(families, owned, choices, buckets, capacity, problem, mix,
+                                   space.max_batch)
+        if refined is not None:
+            rows_of, capacity, moved_replicas, moved_routing = refined
+            choices += [replace(choices[c], name=_limit_name(choices[c], limit),
+                                max_batch=limit) for c, limit in rows_of]
+            idle += [idle[c] for c, _ in rows_of]
+            busy += [busy[c] for c, _ in rows_of]
+            # Each new row right after the row it refines, so reports keep their order.
+            n = len(choices) - len(rows_of)
+            order = sorted(range(len(choices)),
+                           key=lambda j: (j if j < n else rows_of[j - n][0], j))
+            choices = [choices[j] for j in order]
+            idle, busy = [idle[j] for j in order], [busy[j] for j in order]
+            capacity, moved_replicas = capacity[order], moved_replicas[order]
+            moved_routing = moved_routing[:, order]
+            problem = _problem(choices, groups, buckets, capacity, idle, busy,
+                               objective=objective, routing=routing, headroom=headroom,
+                               time_limit_s=time_limit_s)
+            mix = restate(problem, mix.facts, moved_replicas, moved_routing)
     served = _recheck(families, choices, buckets, capacity, [(problem.demand_rps, mix)],
                       headroom)[0]
     return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
                      served, _place(choices, groups, mix, space.allow_cross_node_tp),
                      tuple(searched), units=tuple(searched_units))
+
+
+def _limit_name(ch: Choice, limit: int) -> str:
+    """`ch`'s name with the batch limit `limit`."""
+    head, _sep, tail = ch.name.rpartition(f"/b{ch.max_batch}/")
+    return f"{head}/b{limit}/{tail}"
+
+
+def _smallest_limits(families: list[Family], owned: list[list[int]], choices: list[Choice],
+                     buckets: list[BucketLoad], capacity: FloatArray, problem: MixProblem,
+                     mix: MixResult, limits: tuple[int, ...]
+                     ) -> tuple[list[tuple[int, int]], FloatArray, IntArray, FloatArray] | None:
+    """Each chosen candidate at the smallest listed batch limit that still carries its planned
+    load: the goodput at that limit, capped at the solved row's (so that the new row never
+    beats the one the solver chose and the solve's bound still holds), may ask no more of the
+    replicas than the solved row did. Returns the new rows ((solved row, limit) each), the
+    capacity matrix with them appended, and the plan moved onto them; None when every chosen
+    candidate already runs its smallest sufficient limit. The co-located candidates of one
+    family share one exact pass."""
+    by_key = {f.key: (f, owned[i]) for i, f in enumerate(families)}
+    # Per chosen candidate: the listed limits below its own, and their goodput (limits, B).
+    lower: dict[int, list[int]] = {}
+    gp: dict[int, FloatArray] = {}
+    colocated: dict[str, list[int]] = {}
+    for c in np.flatnonzero(mix.replicas > 0).tolist():
+        ch = choices[c]
+        lower[c] = [m for m in sorted(limits) if m < ch.max_batch]
+        if not lower[c]:
+            continue
+        fam, mine = by_key[ch.family]
+        if ch.kv_link is None:
+            colocated.setdefault(ch.family, []).append(c)
+            continue
+        gp[c] = unit_goodput_at_limits(fam, _row(ch), ch.n_prefill, ch.n_decode, ch.kv_link,
+                                       [buckets[k] for k in mine], lower[c])
+    for key, cs in colocated.items():
+        fam, mine = by_key[key]
+        parts = [rows_at_limits(_row(choices[c]), lower[c]) for c in cs]
+        sel = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        found = goodput_of_rows(fam, sel, [buckets[k] for k in mine])
+        for c, block in zip(cs, np.split(found, np.cumsum([len(lower[c]) for c in cs])[:-1]),
+                            strict=True):
+            gp[c] = block
+
+    demand = problem.demand_rps
+    keep = 1.0 - problem.headroom
+    rows_of: list[tuple[int, int]] = []
+    new_rows: list[FloatArray] = []
+    for c in sorted(gp):
+        mine = by_key[choices[c].family][1]
+        cap = np.zeros((len(lower[c]), len(buckets)))
+        cap[:, mine] = np.minimum(gp[c], capacity[c, mine])
+        routed = demand * mix.routing[:, c]
+        need = routed > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            load = np.sum(np.where(need, routed / (keep * cap), 0.0), axis=1)
+        allowed = max(float(mix.replicas[c]), float(mix.load[c]))
+        fits = np.flatnonzero(np.all(cap[:, need] > 0, axis=1) & (load <= allowed))
+        if fits.size:
+            rows_of.append((c, lower[c][int(fits[0])]))
+            new_rows.append(cap[int(fits[0])])
+    if not rows_of:
+        return None
+    n = len(choices)
+    replicas = np.concatenate([mix.replicas, np.zeros(len(rows_of), dtype=np.int64)])
+    routing = np.concatenate([mix.routing, np.zeros((len(buckets), len(rows_of)))], axis=1)
+    for k, (c, _limit) in enumerate(rows_of):
+        replicas[n + k], replicas[c] = replicas[c], 0
+        routing[:, n + k], routing[:, c] = routing[:, c], 0.0
+    return rows_of, np.vstack([capacity, *new_rows]), replicas, routing
+
+
+def _row(ch: Choice) -> dict[str, object]:
+    """The grid row of `ch`'s replica, but its batch limit."""
+    return {"precision": ch.precision, "tp": ch.tp, "pp": ch.pp, "ep": ch.ep,
+            "prefill_chunk": ch.prefill_chunk}
 
 
 def _fields(result: Candidates | Units) -> dict[str, Any]:

@@ -581,6 +581,17 @@ def _result(p: MixProblem, facts: SolveFacts, replicas: IntArray,
                      utilization, tuple(binding))
 
 
+def restate(problem: MixProblem, facts: SolveFacts, replicas: IntArray,
+            routing: FloatArray) -> MixResult:
+    """A decision (replicas and routing, with the facts of the solve that found it) stated
+    against `problem`: cost, devices, power, load, utilisation and binding constraints derived
+    from `problem`'s rows. For a plan carried over to a problem whose candidates were
+    refined after the solve (the caller keeps `facts` true: same objective, and a bound that
+    still holds)."""
+    return _result(problem, facts, np.asarray(replicas, dtype=np.int64),
+                   np.asarray(routing, dtype=float))
+
+
 def _closest(p: MixProblem) -> Closest:
     """Maximise the served request rate under the same limits, then, at that rate, minimise the
     problem's objective (the first plan may waste replicas: it has no reason not to)."""

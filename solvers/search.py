@@ -2,11 +2,25 @@
 models in vectorised passes.
 
 The grid is precision x TP x PP x EP x max batch x prefill chunk. Shapes the model cannot split
-and replicas whose weights do not fit are masked. A cheap screen over the whole grid and every
-request bucket (latency floors of one request alone, and the roofline throughput limit) ranks
-the candidates by cost per request/s; the best of them per bucket and prefill chunk, and the
-best of each replica size, then get the full serving model: the highest request rate per
-replica that meets the bucket's latency objectives (goodput).
+and replicas whose weights do not fit are masked. A cheap screen over every replica (format,
+parallelism and prefill chunk) and every request bucket (latency floors of one request alone,
+and the roofline throughput limit) ranks the replicas by cost per request/s; the best of them
+per bucket and prefill chunk, and the best of each replica size, then get the full serving
+model: the highest request rate per replica that meets the bucket's latency objectives
+(goodput), at the largest batch limit listed.
+
+The batch limit is settled by dominance rather than ranked. It only caps how many sequences
+run at once: below a replica's capacity the batch is what the arrival rate makes it, so a
+higher limit changes nothing but the waits for a slot (shorter) and the capacity (higher), and
+the goodput at the largest limit is the best the list offers, within the model's resolution
+(over every fitting replica of the bundled examples and limits 1-512, a higher limit never
+lowered the goodput by more than 0.9% except where it was under 0.002 requests/s; a cap only
+pays where the TPOT binds and the TTFT has room to queue, see `tests/test_search_superset.py`).
+The screen therefore ranks replicas without a batch limit (the KV cache and the token budget
+bound them), so the list cannot change which replicas are shortlisted, and listing more limits
+cannot raise a plan's cost. Once the mix is solved, each chosen replica gets the smallest listed
+limit that still carries its planned load (`limits_carrying`): the same plan, with the engine
+setting that holds TPOT best when the load runs over the plan.
 """
 
 from __future__ import annotations
@@ -177,8 +191,10 @@ class Screen:
     """The whole grid of one family on every bucket, by roofline bounds only."""
 
     grid: dict[str, np.ndarray]
-    """Axes of the fitting candidates, one row each."""
+    """Axes of the fitting replicas, one row each, at the largest batch limit listed."""
     grid_size: int
+    fitting: int
+    """Rows of the grid (all batch limits) whose shapes split and whose weights fit."""
     devices: FloatArray
     cost_usd_h: FloatArray
     floor: FloatArray
@@ -186,8 +202,8 @@ class Screen:
     cannot be met whatever the load)."""
     floor_term: np.ndarray
     score: FloatArray
-    """(candidates, buckets): cost per request/s of throughput limit, for ranking (inf where
-    the floor or memory rules the candidate out)."""
+    """(candidates, buckets): cost per request/s of throughput limit without a batch limit,
+    for ranking (inf where the floor or memory rules the candidate out)."""
 
     @property
     def pairs(self) -> int:
@@ -219,25 +235,25 @@ def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Screen:
-    """Mask and rank the family's whole grid on every bucket in a few vectorised passes.
-    What does not depend on the batch limit (the memory plan, one request alone) is evaluated
-    once per distinct replica."""
+    """Mask the family's whole grid and rank its distinct replicas on every bucket in a few
+    vectorised passes (the batch limit, settled by dominance, is not ranked: see the module's
+    docstring)."""
     g = grid(family, space)
     n_grid = int(g["tp"].size)
     first, which = _replica_shapes(g)
     fits_shape = np.broadcast_to(_replica(family, {k: v[first] for k, v in g.items()})
                                  .memory.fits, (first.size, 1))[:, 0]
-    fits = fits_shape[which]
-    # The fitting rows, and for each the index of its replica among the fitting ones.
-    shapes = {k: v[first[fits_shape]] for k, v in g.items()}
-    shape_of = (np.cumsum(fits_shape) - 1)[which[fits]]
-    g = {k: v[fits] for k, v in g.items()}
+    n_fitting_rows = int(np.count_nonzero(fits_shape[which]))
+    # One row per fitting replica, at the largest limit listed.
+    g = {k: v[first[fits_shape]] for k, v in g.items()}
+    g["max_batch"] = np.full(g["tp"].shape, max(space.max_batch), dtype=np.int64)
     n_fit = int(g["tp"].size)
     nb = len(buckets)
     if n_fit == 0 or not buckets:
         none = np.zeros((n_fit, nb))
-        return Screen(g, n_grid, np.zeros(n_fit), np.zeros(n_fit), none + np.inf,
-                      np.full((n_fit, nb), "memory", dtype=object), none + np.inf)
+        return Screen(g, n_grid, n_fitting_rows, np.zeros(n_fit), np.zeros(n_fit),
+                      none + np.inf, np.full((n_fit, nb), "memory", dtype=object),
+                      none + np.inf)
     devices = (g["tp"] * g["pp"]).astype(float)
     cost = devices * family.price_usd_h
 
@@ -253,28 +269,28 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
                         for q in QUANTILES.values()])                      # (percentiles, nb)
     lengths = np.stack([prompts, np.broadcast_to(o_mean, prompts.shape)]).reshape(2, -1)
     distinct, inverse = np.unique(lengths, axis=1, return_inverse=True)
-    alone = static(_replica(family, shapes), batch=1, input_len=distinct[0][np.newaxis],
+    replicas = _replica(family, g)
+    alone = static(replicas, batch=1, input_len=distinct[0][np.newaxis],
                    output_len=distinct[1][np.newaxis])
     at = inverse.reshape(prompts.shape)
     ttft_at = {pct: alone.ttft_s[:, at[k]] for k, pct in enumerate(QUANTILES)}
     tpot_alone = alone.tpot_s[:, at[list(QUANTILES).index("p50")]]
-    floor_shape = np.empty((alone.ttft_s.shape[0], nb))
-    term_shape = np.empty((alone.ttft_s.shape[0], nb), dtype=object)
+    floor = np.empty((n_fit, nb))
+    floor_term = np.empty((n_fit, nb), dtype=object)
     by_slo: dict[Slo, list[int]] = {}
     for k, b in enumerate(buckets):
         by_slo.setdefault(b.slo, []).append(k)
     for slo, ks in by_slo.items():
         o_len = Lengths(np.array([float(buckets[k].load.output_len.mean) for k in ks]),
                         np.array([float(buckets[k].load.output_len.cv) for k in ks]))
-        floor_shape[:, ks], term_shape[:, ks] = _floor_ratio(
+        floor[:, ks], floor_term[:, ks] = _floor_ratio(
             slo, o_len, {p: v[:, ks] for p, v in ttft_at.items()}, tpot_alone[:, ks])
-    floor, floor_term = floor_shape[shape_of], term_shape[shape_of]
 
-    # ---- The throughput limit, per candidate: the batch limit, the KV cache and the token
-    # budget keep it full.
-    full = max_throughput(_replica(family, g),
+    # ---- The throughput limit, per replica: the KV cache and the token budget keep it full
+    # (no batch limit, so that the limits listed do not move the ranking).
+    full = max_throughput(replicas,
                           input_len=np.maximum(i_len.mean[np.newaxis] * (1 - hit), 1.0),
-                          output_len=o_mean, max_batch=g["max_batch"][:, np.newaxis],
+                          output_len=o_mean, max_batch=np.inf,
                           prefill_chunk=g["prefill_chunk"][:, np.newaxis])
     cap = np.where(full.feasible, full.output_tok_s_total / o_mean, 0.0)
     # A full batch slower than the TPOT objective will not run full at the SLO: rank it by
@@ -287,7 +303,7 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
     ok = (floor <= 1.0) & (cap > 0)
     score = np.where(ok, cost[:, np.newaxis] * penalty / np.maximum(cap, 1e-300), np.inf)
 
-    return Screen(g, n_grid, devices, cost, floor, floor_term, score)
+    return Screen(g, n_grid, n_fitting_rows, devices, cost, floor, floor_term, score)
 
 
 def shortlist(score: FloatArray, devices: FloatArray, chunk: np.ndarray, few: int) -> np.ndarray:
@@ -326,7 +342,7 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     floor, floor_term, score = sc.floor, sc.floor_term, sc.score
     n_fit = int(g["tp"].size)
     if n_fit == 0 or not buckets:
-        return _empty(family, g, n_grid, buckets)
+        return _empty(family, sc.fitting, n_grid, buckets)
 
     keep = shortlist(score, devices, g["prefill_chunk"], space.shortlist)
     floors = {b.name: (float(np.min(floor[:, k])), str(floor_term[np.argmin(floor[:, k]), k]))
@@ -351,8 +367,31 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     return Candidates(
         family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
         sel["prefill_chunk"], devices[keep], cost[keep], idle_power(family, devices[keep]),
-        busy, gp, binding, ttft99, tpot99, n_grid, n_fit, n_fit * len(buckets),
+        busy, gp, binding, ttft99, tpot99, n_grid, sc.fitting, n_fit * len(buckets),
         n_keep * len(buckets), floors)
+
+
+def rows_at_limits(row: dict[str, object], limits: list[int]) -> dict[str, np.ndarray]:
+    """Grid rows of one replica (`row`'s precision, tp, pp, ep and prefill_chunk), one per
+    batch limit of `limits`."""
+    sel = {k: np.repeat(np.asarray([row[k]], dtype=object if k == "precision" else np.int64),
+                        len(limits))
+           for k in ("precision", "tp", "pp", "ep", "prefill_chunk")}
+    sel["max_batch"] = np.asarray(limits, dtype=np.int64)
+    return sel
+
+
+def goodput_of_rows(family: Family, sel: dict[str, np.ndarray],
+                    buckets: list[BucketLoad]) -> FloatArray:
+    """(rows, buckets): the exact goodput (requests/s per replica) of grid rows `sel` (arrays
+    of precision, tp, pp, ep, max_batch and prefill_chunk), in one pass per objective set."""
+    rows = int(sel["tp"].size)
+    gp = np.zeros((rows, len(buckets)))
+    for slo, c_idx, b_idx, rep, load in exact_passes(family, sel, buckets, rows):
+        gp[c_idx, b_idx] = goodput(rep, load, slo, max_batch=sel["max_batch"][c_idx],
+                                   token_budget=sel["prefill_chunk"][c_idx],
+                                   iterations=GOODPUT_ITERATIONS)[0]
+    return gp
 
 
 def exact_passes(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketLoad],
@@ -413,14 +452,13 @@ def busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketL
     return np.asarray(np.mean(np.where(np.isfinite(watts), watts, np.nan), axis=1), dtype=float)
 
 
-def _empty(family: Family, g: dict[str, np.ndarray], n_grid: int,
-           buckets: list[BucketLoad]) -> Candidates:
+def _empty(family: Family, fitting: int, n_grid: int, buckets: list[BucketLoad]) -> Candidates:
     none = np.zeros(0, dtype=np.int64)
     nb = len(buckets)
     return Candidates(family, np.zeros(0, dtype=object), none, none, none, none, none,
                       np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, nb)),
                       np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
-                      n_grid, int(g["tp"].size), 0, 0,
+                      n_grid, fitting, 0, 0,
                       {b.name: (math.inf, "memory") for b in buckets})
 
 

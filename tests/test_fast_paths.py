@@ -126,7 +126,8 @@ def test_quantiles_at_once_equal_one_at_a_time() -> None:
 
 def test_screen_equals_the_model_per_candidate(catalog: Catalog) -> None:
     """The screen evaluates one request alone once per distinct replica and prompt; the
-    plain calls on every candidate and bucket give the same floors and scores."""
+    plain calls on every replica and bucket give the same floors and scores (the throughput
+    limit without a batch limit)."""
     device = _device(catalog)
     family = Family("llama-3.1-70b@h100-sxm", catalog.model("llama-3.1-70b"), device, 4.29,
                     float("inf"), 8)
@@ -142,6 +143,9 @@ def test_screen_equals_the_model_per_candidate(catalog: Catalog) -> None:
     sc = screen(family, buckets, space)
     assert sc.grid_size == grid(family, space)["tp"].size
     g = sc.grid
+    # One row per distinct replica, at the largest limit (the limits do not enter the ranks).
+    assert g["tp"].size * 3 == sc.fitting
+    assert np.all(g["max_batch"] == 512)
     rep = build_replica(family.arch, device, tp=g["tp"][:, None], pp=g["pp"][:, None],
                         ep=g["ep"][:, None], weight_precision=g["precision"][:, None],
                         tokens_per_step=g["prefill_chunk"][:, None])
@@ -156,7 +160,7 @@ def test_screen_equals_the_model_per_candidate(catalog: Catalog) -> None:
         ttft_at[pct], tpot_at[pct] = alone.ttft_s, alone.tpot_s
     i_mean = np.array([float(b.load.input_len.mean) for b in buckets])[None]
     full = max_throughput(rep, input_len=np.maximum(i_mean * (1 - hit), 1.0),
-                          output_len=o_mean, max_batch=g["max_batch"][:, None],
+                          output_len=o_mean, max_batch=np.inf,
                           prefill_chunk=g["prefill_chunk"][:, None])
     cap = np.where(full.feasible, full.output_tok_s_total / o_mean, 0.0)
     for k, b in enumerate(buckets):
