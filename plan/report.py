@@ -20,7 +20,9 @@ from .spec import HOURS_PER_DAY
 # 1.1: the `autoscaling` section (null without a rate profile); 1.0 reports still validate.
 # 1.2: `allocations[].disaggregated` and `search[].disaggregated`, present only for plans that
 # consider prefill/decode disaggregation; 1.0 and 1.1 reports still validate.
-SCHEMA_VERSION = "1.2"
+# 1.3: `autoscaling.hours[].nodes`, each hour's replicas placed onto nodes; earlier reports
+# still validate.
+SCHEMA_VERSION = "1.3"
 SECONDS_PER_HOUR = 3600.0
 # A re-checked latency or load this far past its bound is a finding, not rounding.
 RECHECK_TOLERANCE = 1e-6
@@ -197,6 +199,9 @@ class AutoscaleHour(_Out):
     cost_usd_h: float | None = Field(description="null where no plan exists or a type in use "
                                      "has no price")
     accelerators: dict[str, int] = Field(description="accelerators by type (types in use)")
+    nodes: dict[str, int] | None = Field(
+        default=None, description="nodes by type the hour's replicas are placed on (types in "
+        "use); absent before schema 1.3")
 
 
 class Autoscaling(_Out):
@@ -374,11 +379,13 @@ def _hour_out(inputs: PlanInputs, plan: FleetPlan, hour: HourPlan) -> AutoscaleH
     mix = hour.mix
     used = {plan.groups[g].accelerator: int(n) for g, n in enumerate(mix.devices_by_group)
             if n > 0}
+    nodes = {plan.groups[g].accelerator: placed.nodes
+             for g, placed in enumerate(hour.placements) if placed is not None}
     return AutoscaleHour(
         hour=hour.hour,
         rates_rps={w.name: hourly_rates(w)[hour.hour] for w in inputs.loaded.spec.workloads},
         status=str(mix.facts.status) if mix.feasible else "infeasible",  # type: ignore[arg-type]
-        cost_usd_h=_num(_cost_usd_h(plan, mix)), accelerators=used)
+        cost_usd_h=_num(_cost_usd_h(plan, mix)), accelerators=used, nodes=nodes)
 
 
 def _autoscaling(inputs: PlanInputs, plan: FleetPlan) -> Autoscaling | None:
@@ -413,6 +420,10 @@ def _hour_findings(plan: FleetPlan, hour: HourPlan) -> list[str]:
         out.append(f"the plan re-derived from its routing breaks a constraint (routing error "
                    f"{check.routing_error:.2g}, load over capacity {check.capacity_excess:.2g} "
                    f"replicas, over availability {check.availability_excess:.2g} devices)")
+    for g, placed in enumerate(hour.placements):
+        if placed is not None and not placed.feasible:
+            out.append(f"{plan.groups[g].accelerator}: replicas cannot be placed: "
+                       f"{placed.reason}")
     limit = 1.0 - plan.problem.headroom + RECHECK_TOLERANCE
     for s in hour.served:
         name = plan.choices[s.choice].name
@@ -534,8 +545,8 @@ def summary_lines(report: Report) -> list[str]:
 
 
 def autoscaling_lines(auto: Autoscaling) -> list[str]:
-    """The autoscaling section in three lines: daily costs, then USD/h and accelerators by
-    hour of the day ("-" for an hour without a priced plan)."""
+    """The autoscaling section in four lines: daily costs, then USD/h, accelerators and nodes
+    by hour of the day ("-" for an hour without a priced plan)."""
     saving = (f" (saving {_fmt(auto.saving_usd_day, '.2f')} USD/day, "
               f"{_pct(auto.saving_fraction)})")
     return [
@@ -545,6 +556,10 @@ def autoscaling_lines(auto: Autoscaling) -> list[str]:
                                         for h in auto.hours),
         "autoscaled accelerators by hour: " + ", ".join(
             f"{h.hour}h {sum(h.accelerators.values()) if h.status != 'infeasible' else '-'}"
+            for h in auto.hours),
+        "autoscaled nodes by hour: " + ", ".join(
+            f"{h.hour}h "
+            f"{sum(h.nodes.values()) if h.nodes is not None and h.status != 'infeasible' else '-'}"
             for h in auto.hours),
     ]
 

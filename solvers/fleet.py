@@ -117,6 +117,8 @@ class HourPlan:
     check: MixCheck | None
     """Constraint residuals re-derived from the hour's plan (demand routed, load within the
     replicas' capacity at 1 - headroom, availability); None when the hour has no plan."""
+    placements: tuple[Placement | None, ...] = ()
+    """The hour's replicas on nodes, per group as `FleetPlan.placements`."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class FleetPlan:
     hours: tuple[HourPlan, ...] = field(default=())
     """Per hour of the day when a workload has a rate profile (see `plan_hours`), else
     empty."""
+    allow_cross_node_tp: bool = False
+    """Whether a TP group may span nodes (as placed)."""
 
 
 def _choice_name(c: Candidates, j: int) -> str:
@@ -269,7 +273,8 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                       headroom)[0]
     return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
                      served, _place(choices, groups, mix, space.allow_cross_node_tp),
-                     tuple(searched), units=tuple(searched_units))
+                     tuple(searched), units=tuple(searched_units),
+                     allow_cross_node_tp=space.allow_cross_node_tp)
 
 
 def _limit_name(ch: Choice, limit: int) -> str:
@@ -426,7 +431,7 @@ def plan_hours(plan: FleetPlan, hourly_demand_rps: FloatArray) -> tuple[HourPlan
     demand, over the same candidates, capacities, availability limits and headroom. Each
     hour's plan is re-checked like the peak plan: residuals re-derived (`check_mix`) and every
     routed (bucket, candidate) priced by the serving model at the hour's load (measured
-    capacity tables: load over capacity only).
+    capacity tables: load over capacity only), and its replicas placed onto nodes.
 
     Hours with the same demand share one solve; an hour at exactly the planned demand takes
     the plan's own mix and re-check."""
@@ -443,16 +448,23 @@ def plan_hours(plan: FleetPlan, hourly_demand_rps: FloatArray) -> tuple[HourPlan
         if key != peak and key not in problems:
             problems[key] = (row, replace(plan.problem, demand_rps=row))
     order = list(problems.values())
-    mixes = _ordered(lambda k: solve_mix(order[k][1]), len(order))
-    solves = {key: (row, problem, next(mixes)) for key, (row, problem) in problems.items()}
-    served = dict(zip(solves, _served_at(plan, [(d, m) for d, _, m in solves.values()]),
+    choices, groups = list(plan.choices), list(plan.groups)
+
+    def solve_and_place(k: int) -> tuple[MixResult, tuple[Placement | None, ...]]:
+        mix = solve_mix(order[k][1])
+        return mix, _place(choices, groups, mix, plan.allow_cross_node_tp)
+
+    mixes = _ordered(solve_and_place, len(order))
+    solves = {key: (row, problem, *next(mixes)) for key, (row, problem) in problems.items()}
+    served = dict(zip(solves, _served_at(plan, [(d, m) for d, _, m, _ in solves.values()]),
                       strict=True))
-    solved = {k: (m, served[k], _check(p, m)) for k, (_, p, m) in solves.items()}
-    solved[peak] = (plan.mix, plan.served, _check(plan.problem, plan.mix))
+    solved = {k: (m, served[k], _check(p, m), placed)
+              for k, (_, p, m, placed) in solves.items()}
+    solved[peak] = (plan.mix, plan.served, _check(plan.problem, plan.mix), plan.placements)
     out = []
     for h, row in enumerate(demand):
-        mix, checked, check = solved[row.tobytes()]
-        out.append(HourPlan(h, row, mix, checked, check))
+        mix, checked, check, placed = solved[row.tobytes()]
+        out.append(HourPlan(h, row, mix, checked, check, placed))
     return tuple(out)
 
 

@@ -97,6 +97,25 @@ def test_hourly_costs_are_the_hand_optimum(catalog: Catalog) -> None:
     assert not report.warnings
 
 
+def test_each_hour_is_placed_onto_nodes(catalog: Catalog) -> None:
+    """Each hour's replicas go onto nodes of the pool's shapes: one A10G per node and eight
+    A100s per node put the 3 req/s hours' 2 A10G on 2 nodes, the 9 req/s hours' A100 on 1 and
+    the peak's 1 A10G + 2 A100 on 1 node of each type; an idle hour uses none."""
+    spec = _spec(PROFILE)
+    spec["pool"][0]["accelerators_per_node"] = 1
+    spec["pool"][1]["accelerators_per_node"] = 8
+    report = _report(spec, catalog)
+    auto = report.autoscaling
+    assert auto is not None
+    assert auto.hours[0].nodes == {}
+    assert auto.hours[6].nodes == {"a10g": 2}
+    assert auto.hours[18].nodes == {"a100-sxm-80gb": 1}
+    assert auto.hours[12].nodes == {"a10g": 1, "a100-sxm-80gb": 1}
+    assert {n.accelerator: n.nodes for n in report.nodes} == auto.hours[12].nodes
+    assert "autoscaled nodes by hour: 0h 0, 1h 0, 2h 0, 3h 0, 4h 0, 5h 0, 6h 2, 7h 2, 8h " \
+        in "\n".join(summary_lines(report))
+
+
 def test_an_idle_hour_costs_nothing(catalog: Catalog) -> None:
     auto = _report(_spec(PROFILE), catalog).autoscaling
     assert auto is not None
@@ -170,7 +189,7 @@ def test_no_profile_no_section(catalog: Catalog) -> None:
 def test_report_with_autoscaling_matches_the_schema(catalog: Catalog) -> None:
     data = api.plan(_spec(PROFILE), catalog=catalog).to_dict()
     jsonschema.validate(data, report_schema())
-    assert data["schema_version"] == "1.2"
+    assert data["schema_version"] == "1.3"
     assert len(data["autoscaling"]["hours"]) == 24
 
 

@@ -255,7 +255,7 @@ def test_example_picks_disaggregation(catalog: Catalog) -> None:
     assert pools["kv_link_bandwidth_bytes_s"] == 16 * 50e9
     assert alloc["count"] == alloc["replicas"] * alloc["tp"] * alloc["pp"] == 48
     jsonschema.validate(report, report_schema())
-    assert report["schema_version"] == "1.2"
+    assert report["schema_version"] == "1.3"
     assert "disaggregation" in report["assumptions"]
     assert report["search"][0]["disaggregated"]["units_evaluated"] > 0
 
