@@ -158,22 +158,6 @@ def _unit_name(u: Units, j: int) -> str:
             f"/b{u.max_batch[j]}/c{u.prefill_chunk[j]}")
 
 
-def _dedupe(c: Candidates | Units) -> np.ndarray:
-    """Rows to keep: of candidates alike but for the batch limit and with the same goodput on
-    every bucket (the KV cache, not the limit, bounds them), the smallest limit."""
-    seen: dict[tuple[object, ...], int] = {}
-    keep = []
-    order = np.lexsort((c.max_batch, np.arange(len(c))))
-    for j in order:
-        pools = (int(c.n_prefill[j]), int(c.n_decode[j])) if isinstance(c, Units) else ()
-        key = (c.precision[j], int(c.tp[j]), int(c.pp[j]), int(c.ep[j]), int(c.prefill_chunk[j]),
-               *pools, *np.round(c.goodput_rps[j], 9).tolist())
-        if key not in seen:
-            seen[key] = int(j)
-            keep.append(int(j))
-    return np.array(sorted(keep), dtype=np.int64)
-
-
 def plan_fleet(families: list[Family], family_group: list[int], groups: list[Group],
                buckets: list[BucketLoad], bucket_model: list[str], space: SearchSpace, *,
                objective: str, routing: str, headroom: float, time_limit_s: float,
@@ -210,7 +194,8 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
         mine = owned[f]
         cands = Candidates(family=fam, **found)
         searched.append(cands)
-        colocated = _dedupe(cands).tolist() if space.disaggregation != "on" else []
+        # One row per replica (the search prices the largest batch limit only).
+        colocated = range(len(cands)) if space.disaggregation != "on" else range(0)
         for j in colocated:
             cap = np.zeros(nb)
             cap[mine] = cands.goodput_rps[j]
@@ -228,7 +213,7 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
             continue
         units = Units(family=fam, **found_units)
         searched_units.append(units)
-        for j in _dedupe(units):
+        for j in range(len(units)):
             cap = np.zeros(nb)
             cap[mine] = units.goodput_rps[j]
             if not np.any(cap > 0):
