@@ -511,8 +511,9 @@ class _Server:
         # length; the token budget caps the batch at budget / (1 + input / decode_steps).
         full = np.minimum(slots, np.maximum(np.floor(budget / (1.0 + i_mean / n_steps)), 1.0))
         free_full = np.maximum(budget - full, 1.0)
-        chunk_full = np.minimum(i_mean, _own_free(free_full, micro))
-        chunks_full = (full / n_steps) * np.ceil(i_mean / _own_free(free_full, micro))
+        own_full = _own_free(free_full, micro)
+        chunk_full = np.minimum(i_mean, own_full)
+        chunks_full = (full / n_steps) * np.ceil(i_mean / own_full)
         t_full = _step_mix(rep, full, chunks_full, chunk_full, free_full, ctx, spec).mean
         # A replica whose weights do not fit serves nothing.
         capacity = np.where(rep.memory.fits, full / (n_steps * t_full), 0.0)
