@@ -283,7 +283,8 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
              acceptance: Any, draft_model: Any, rate_rps: Any, arrival: Any, arrival_cv: Any,
              input_dist: Any, output_dist: Any, prefix_hit: Any,
              disaggregate: Any, attention_dp: Any = None,
-             classes: Any = None) -> EstimateRequest:
+             classes: Any = None, prefill: tuple[Any, Any, Any] = (None, None, None)
+             ) -> EstimateRequest:
     """Arguments checked for type and normalised (ints as ints, floats as floats), so that
     the report is the CLI's whatever numeric types the caller used."""
     if scenario not in SCENARIOS:
@@ -308,7 +309,10 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
         prefix_hit=_real(prefix_hit, "prefix_hit"),
         disaggregate=_text_or_none(disaggregate, "disaggregate"),
         attention_dp=_whole_or_none(attention_dp, "attention_dp"),
-        classes=_texts(classes, "classes"))
+        classes=_texts(classes, "classes"),
+        prefill_tp=_whole_or_none(prefill[0], "prefill_tp"),
+        prefill_pp=_whole_or_none(prefill[1], "prefill_pp"),
+        prefill_ep=_whole_or_none(prefill[2], "prefill_ep"))
 
 
 def _texts(value: Any, name: str) -> tuple[str, ...]:
@@ -334,8 +338,9 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
              rate_rps: float | None = None, arrival: str = "poisson", arrival_cv: float = 1.0,
              input_dist: str | None = None, output_dist: str | None = None,
              prefix_hit: float = 0.0, trace: str | Path | None = None,
-             disaggregate: str | None = None, attention_dp: int | None = None,
-             classes: Sequence[str] | None = None,
+             disaggregate: str | None = None, prefill_tp: int | None = None,
+             prefill_pp: int | None = None, prefill_ep: int | None = None,
+             attention_dp: int | None = None, classes: Sequence[str] | None = None,
              calibration: str | Path | CalibrationSet | None = None,
              catalog: Catalog | None = None) -> EstimateResult:
     """Predict latency, throughput, memory and energy of one serving configuration.
@@ -391,7 +396,11 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
         CSV of ``arrival_s,input_len,output_len``: its rate, burstiness and lengths set the
         load (they replace `rate_rps`, `arrival`, the lengths and their distributions).
     disaggregate : str, optional
-        ``"P:D"``: also serve `rate_rps` with P prefill and D decode replicas.
+        ``"P:D"``: also serve `rate_rps` with P prefill and D decode replicas, the KV cache
+        over the NICs (each accelerator of the smaller replica with its own).
+    prefill_tp, prefill_pp, prefill_ep : int, optional
+        With `disaggregate`: the prefill replicas' parallelism (default: `tp`, `pp`, `ep`,
+        which the decode replicas run), as a ``fleetplan plan`` unit may split its pools.
     attention_dp : int, optional
         Attention data-parallel groups inside the tensor group (divides `tp`): each group
         attends for its own sequences; default: the engine's choice (one group, unless the
@@ -422,7 +431,7 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
                    kv_precision, max_batch if max_batch is not None else batch, scenario,
                    engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model,
                    rate_rps, arrival, arrival_cv, input_dist, output_dist, prefix_hit,
-                   disaggregate, attention_dp, classes)
+                   disaggregate, attention_dp, classes, (prefill_tp, prefill_pp, prefill_ep))
     if trace is not None:
         req = trace_request(req, read_trace(Path(trace)))
     return EstimateResult.of(req, run_estimate(req, cat, _calibration(cat, calibration)))

@@ -263,8 +263,15 @@ def estimate(
         help="A CSV of arrival_s,input_len,output_len: its rate, burstiness and lengths set "
              "the load.")] = None,
     disaggregate: Annotated[str | None, typer.Option(
-        help="With --rate: also serve it with P prefill and D decode replicas ('P:D').")]
+        help="With --rate: also serve it with P prefill and D decode replicas ('P:D'), the "
+             "KV cache over the NICs.")]
     = None,
+    prefill_tp: Annotated[int | None, typer.Option(
+        help="With --disaggregate: the prefill replicas' TP (default --tp).")] = None,
+    prefill_pp: Annotated[int | None, typer.Option(
+        help="With --disaggregate: the prefill replicas' PP (default --pp).")] = None,
+    prefill_ep: Annotated[int | None, typer.Option(
+        help="With --disaggregate: the prefill replicas' EP (default --ep).")] = None,
     attention_dp: AttnDpOpt = None, classes: ClassOpt = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
     plot: Annotated[Path | None, typer.Option(
@@ -288,6 +295,7 @@ def estimate(
                           draft_model=draft_model, rate_rps=rate, arrival=arrival.value,
                           arrival_cv=cv, input_dist=input_dist, output_dist=output_dist,
                           prefix_hit=prefix_hit, trace=trace, disaggregate=disaggregate,
+                          prefill_tp=prefill_tp, prefill_pp=prefill_pp, prefill_ep=prefill_ep,
                           attention_dp=attention_dp, classes=classes,
                           calibration=calibration, catalog=catalog)
     report, rate = dict(result.report), result.request.rate_rps
@@ -324,8 +332,9 @@ def estimate(
                  *_class_rows(c["latency"])]
     if "disaggregated" in report:
         dis = report["disaggregated"]
-        rows += [[f"{dis['prefill_replicas']} prefill : {dis['decode_replicas']} decode "
-                  f"replicas, {rate:g} req/s in all", ""],
+        rows += [[f"{dis['prefill_replicas']} prefill (tp={dis['prefill_tp']} "
+                  f"pp={dis['prefill_pp']}) : {dis['decode_replicas']} decode replicas, "
+                  f"{rate:g} req/s in all", ""],
                  *_latency_rows(dis, "of the two pools")]
     rows += [["warning", w] for w in report["warnings"]]
     i = report["inputs"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..hardware.errors import SpecError
 from .files import read_text
+from .output import parallelism_label
 
 # Metrics a gate may name, and how each is read from a report (None when absent).
 METRICS = ("cost", "cost_per_mtok", "accelerators", "power", "p99_ttft", "p99_tpot", "p99_e2e")
@@ -128,7 +129,7 @@ def option_row(pool: list[str], report: dict[str, Any]) -> dict[str, Any]:
             "accelerators": report["accelerators"],
             "cost_usd_per_million_output_tokens":
                 report.get("cost_usd_per_million_output_tokens"),
-            "allocations": [f"{a['count']}x {a['accelerator']} tp{a['tp']}pp{a['pp']} "
+            "allocations": [f"{a['count']}x {a['accelerator']} {parallelism_label(a)} "
                             f"{a['precision']}" for a in report["allocations"]],
             "p99_ttft_s": _worst(report, "ttft_p99_s"),
             "p99_tpot_s": _worst(report, "tpot_p99_s")}

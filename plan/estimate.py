@@ -81,6 +81,11 @@ class EstimateRequest:
     prefix_hit: float = 0.0
     disaggregate: str | None = None
     """"P:D": serve the rate with P prefill and D decode replicas instead of colocated ones."""
+    prefill_tp: int | None = None
+    """With `disaggregate`: the prefill replicas' TP (None: `tp`); so `prefill_pp`,
+    `prefill_ep`."""
+    prefill_pp: int | None = None
+    prefill_ep: int | None = None
     attention_dp: int | None = None
     """Attention data-parallel groups inside the tensor group (None: the engine's default)."""
     classes: tuple[str, ...] = ()
@@ -235,6 +240,15 @@ def _check(req: EstimateRequest) -> None:
         raise SpecError(f"must be >= 0, got {req.draft_len}", field="draft_len")
     if req.disaggregate is not None and req.rate_rps is None:
         raise SpecError("needs --rate: the pools serve a request stream", field="disaggregate")
+    for name in ("prefill_tp", "prefill_pp", "prefill_ep"):
+        value = getattr(req, name)
+        if value is None:
+            continue
+        if req.disaggregate is None:
+            raise SpecError("needs --disaggregate: it sets the prefill pool's replicas",
+                            field=name)
+        if value < 1:
+            raise SpecError(f"must be >= 1, got {value}", field=name)
     if req.arrival not in ("poisson", "gamma"):
         raise SpecError(f"must be poisson or gamma, got {req.arrival!r}", field="arrival")
     if req.arrival_cv <= 0:
@@ -288,6 +302,8 @@ class Resolved:
     engine: EngineProfile
     efficiency: Efficiency
     host: HostMemoryTier | None
+    prefill: Replica | None = None
+    """With `disaggregate`: the prefill pool's replica (`replica` is the decode pool's)."""
 
 
 def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet) -> Resolved:
@@ -317,7 +333,27 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
         # Drafting heads inside the target (MTP, EAGLE, Medusa) cost about a twentieth of a
         # target step per drafted token (one small layer against the whole model).
         spec = SpecDecode(req.draft_len, req.acceptance, draft, 0.0 if draft else 0.05)
-    return Resolved(rep, spec, engine, eff, host)
+    prefill = None
+    if req.disaggregate is not None:
+        ptp, ppp, pep = prefill_parallel(req)
+        own = replace(req, tp=ptp, pp=ppp, ep=pep, attention_dp=None)
+        try:
+            _check_fit(own, arch, acc)
+        except SpecError as err:
+            raise SpecError(err.message, field=f"prefill_{err.field}") from None
+        prefill = rep if (ptp, ppp, pep) == (req.tp, req.pp, req.ep) else build_replica(
+            arch, device, tp=ptp, pp=ppp, ep=pep, weight_precision=req.precision,
+            kv_precision=req.kv_precision, kv_offload=host is not None,
+            tokens_per_step=budget)
+    return Resolved(rep, spec, engine, eff, host, prefill)
+
+
+def prefill_parallel(req: EstimateRequest) -> tuple[int, int, int]:
+    """The prefill pool's (tp, pp, ep) of a disaggregated request: its own where given, else
+    the replica's."""
+    return (req.tp if req.prefill_tp is None else req.prefill_tp,
+            req.pp if req.prefill_pp is None else req.prefill_pp,
+            req.ep if req.prefill_ep is None else req.prefill_ep)
 
 
 def _percentiles(p: Percentiles) -> dict[str, float]:
@@ -454,14 +490,26 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
                             f"{float(load.capacity_rps):.3g} req/s per replica")
         if req.disaggregate:
             n_p, n_d = parse_pools(req.disaggregate)
+            prefill = rep if r.prefill is None else r.prefill
+            ptp, ppp, pep = prefill_parallel(req)
+            # Over the NICs (no node shape here), each accelerator of the smaller replica
+            # carrying its own shard of the cache, as `fleetplan plan` prices a unit that
+            # spans nodes.
             fabric = rep.device.fabric
-            link = KvLink(fabric.out_bw_bytes_s, fabric.out_latency_s, fabric.efficiency)
-            dis = serve_disaggregated(rep, rep, workload_of(req, req.rate_rps),
+            lanes = min(ptp * ppp, req.tp * req.pp)
+            link = KvLink(fabric.out_bw_bytes_s * lanes, fabric.out_latency_s,
+                          fabric.efficiency)
+            dis = serve_disaggregated(prefill, rep, workload_of(req, req.rate_rps),
                                       n_prefill=n_p, n_decode=n_d, link=link,
                                       max_batch=req.batch, token_budget=req.prefill_chunk)
             report["disaggregated"] = {"prefill_replicas": n_p, "decode_replicas": n_d,
+                                       "prefill_tp": ptp, "prefill_pp": ppp,
+                                       "prefill_ep": pep,
                                        "kv_link_bandwidth_bytes_s": link.bandwidth_bytes_s,
                                        **load_report(dis)}
+            if not bool(prefill.memory.fits):
+                warnings.append(f"the prefill replicas' weights and workspace (tp {ptp}, pp "
+                                f"{ppp}) do not fit in device memory")
             if not bool(dis.stable):
                 warnings.append(f"the {n_p}:{n_d} pools sustain {float(dis.capacity_rps):.3g} "
                                 f"req/s, less than the offered {req.rate_rps:g}")

@@ -27,6 +27,7 @@ from ..hardware.catalog import CATALOG_SECTIONS, load_catalog
 from ..hardware.errors import SpecError
 from . import api, describe
 from .files import is_model_file
+from .output import parallelism_label
 from .spec import LoadedSpec, Spec
 
 try:
@@ -459,7 +460,10 @@ def plan_result(spec: Any, accelerators: Any = None) -> api.PlanResult:
 
 
 ALLOCATION_HEADER = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision",
-                     "max_batch", "prefill_chunk", "cost_usd_h", "load_fraction"]
+                     "max_batch", "prefill_chunk", "cost_usd_h", "load_fraction", "pools"]
+"""tp, pp and ep of a disaggregated allocation are its decode replicas'; "pools" then says
+its units and each pool's replicas and parallelism ("1x(3P tp2pp4 + 1D tp8pp1)"), and is
+empty for co-located replicas."""
 WORKLOAD_HEADER = ["workload", "model", "rate_rps", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s",
                    "slo_ratio", "served_fraction"]
 SUMMARY_ROWS = (
@@ -476,10 +480,12 @@ def _plan_table(result: api.PlanResult, view: str) -> Table:
         rows += [["warning", w, ""] for w in report["warnings"]]
         return [HEADER, *rows]
     if view == "allocations":
-        body = [[a[k] for k in ALLOCATION_HEADER] for a in report["allocations"]]
+        body = [[a[k] for k in ALLOCATION_HEADER[:-1]]
+                + [parallelism_label(a) if a.get("disaggregated") else None]
+                for a in report["allocations"]]
         total = ["total", report["accelerators"], sum(a["replicas"] for a in
                                                       report["allocations"])]
-        total += [None] * 6 + [report["cost_usd_h"], None]
+        total += [None] * 6 + [report["cost_usd_h"], None, None]
         return [ALLOCATION_HEADER, *body, total]
     body = []
     for w in report["workloads"]:

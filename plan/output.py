@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +99,21 @@ def fmt_si(value: float | None, unit: str, digits: int = 3) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.{digits}g} {prefix}{unit}"
     return f"{value:.{digits}g} {unit}"
+
+
+def parallelism_label(alloc: Mapping[str, Any]) -> str:
+    """An allocation's parallelism (from a plan report's JSON) in a few characters: "tp4pp2"
+    ("ep8" added where experts spread), or a disaggregated allocation's units and pools,
+    "1x(3P tp2pp4 + 1D tp8pp1)"."""
+    def par(x: Mapping[str, Any]) -> str:
+        ep = f"ep{x['ep']}" if x.get("ep", 1) != 1 else ""
+        return f"tp{x['tp']}pp{x['pp']}{ep}"
+
+    d = alloc.get("disaggregated")
+    if not d:
+        return par(alloc)
+    return (f"{d['units']}x({d['prefill']['per_unit']}P {par(d['prefill'])} + "
+            f"{d['decode']['per_unit']}D {par(d['decode'])})")
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -146,7 +146,8 @@ def _space(loaded: LoadedSpec) -> SearchSpace:
                        None if o.ep is None else tuple(sorted(set(o.ep))),
                        tuple(sorted(set(o.max_batch))),
                        None if o.prefill_chunk is None else tuple(sorted(set(o.prefill_chunk))),
-                       o.allow_cross_node_tp, o.shortlist, o.disaggregation, o.pd_pairs)
+                       o.allow_cross_node_tp, o.shortlist, o.disaggregation, o.pd_pairs,
+                       o.pd_parallelism)
 
 
 def _measured_capacity(inputs: PlanInputs) -> np.ndarray:

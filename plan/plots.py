@@ -26,7 +26,7 @@ from ..hardware.errors import SpecError
 from ..models.inference import max_throughput
 from ..models.op_breakdown import OpPoint, max_throughput_phases, op_points, static_phases
 from .estimate import EstimateRequest, resolve
-from .output import atomic_write_bytes, fmt_si
+from .output import atomic_write_bytes, fmt_si, parallelism_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -390,6 +390,11 @@ def pareto_data(report: Mapping[str, Any]) -> ParetoData:
     model_of = {w["name"]: w.get("model") for w in report.get("workloads", [])}
     chosen, off = [], []
     for a in report.get("allocations", []):
+        if a.get("disaggregated"):
+            # The fronts are co-located replicas'; a unit of two pools has no point on them.
+            batch = f" b{a['max_batch']}" if a.get("max_batch") is not None else ""
+            off.append(f"{a['accelerator']} {parallelism_label(a)} {a['precision']}{batch}")
+            continue
         # A family is one model on one accelerator type; the routes say which models.
         models = sorted({m for r in a["routes"] if (m := model_of.get(r["workload"]))})
         hits = [(f"{m}@{a['accelerator']}", on_front[key]) for m in models

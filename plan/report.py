@@ -22,7 +22,10 @@ from .spec import HOURS_PER_DAY
 # consider prefill/decode disaggregation; 1.0 and 1.1 reports still validate.
 # 1.3: `autoscaling.hours[].nodes`, each hour's replicas placed onto nodes; earlier reports
 # still validate.
-SCHEMA_VERSION = "1.3"
+# 1.4: a disaggregated allocation's pools may differ in parallelism: its `disaggregated`
+# pools carry each one's tp, pp and ep, and the allocation's own are its decode pool's (its
+# `count` stays every accelerator of both pools). The fields are those of 1.3.
+SCHEMA_VERSION = "1.4"
 SECONDS_PER_HOUR = 3600.0
 # A re-checked latency or load this far past its bound is a finding, not rounding.
 RECHECK_TOLERANCE = 1e-6
@@ -36,12 +39,13 @@ AUTOSCALING_ASSUMPTION = (
     "once) run all day")
 TOKENS_PER_MILLION = 1e6
 DISAGGREGATION = (
-    "a disaggregated unit is P prefill and D decode replicas of one configuration (format and "
-    "parallelism) of one accelerator type: prompts queue for the prefill pool (M/G/c) and run "
-    "alone at the configuration's prefill chunk, the KV cache then crosses to the decode pool, "
-    "which runs decode-only steps up to its batch limit; the KV link is the scale-up link when "
-    "the unit fits in one scale-up domain (it is then placed in one), else the NICs, with each "
-    "of a replica's accelerators sending its own shard; the transfer adds to end-to-end "
+    "a disaggregated unit is P prefill and D decode replicas of one accelerator type and one "
+    "weight format, each pool with its own parallelism (options.pd_parallelism: independent) "
+    "or one for both (shared): prompts queue for the prefill pool (M/G/c) and run alone at "
+    "the unit's prefill chunk, the KV cache then crosses to the decode pool, which runs "
+    "decode-only steps up to its batch limit; the KV link is the scale-up link when the unit "
+    "fits in one scale-up domain (it is then placed in one), else the NICs, each accelerator "
+    "of the smaller replica carrying its own shard; the transfer adds to end-to-end "
     "latency, not to TTFT or TPOT; a unit's goodput is the highest rate over both pools that "
     "meets the SLO, and the ratios searched are options.pd_ratios")
 
@@ -95,9 +99,10 @@ class Allocation(_Out):
     count: int = Field(description="accelerators")
     replicas: int = Field(description="replicas (of both pools, for a disaggregated "
                           "allocation)")
-    tp: int
-    pp: int
-    ep: int
+    tp: int = Field(description="tensor-parallel width of a replica (a disaggregated "
+                    "allocation's decode replicas; `disaggregated` has each pool's)")
+    pp: int = Field(description="pipeline stages of a replica (as tp)")
+    ep: int = Field(description="expert-parallel width of a replica (as tp)")
     precision: str
     max_batch: int | None
     prefill_chunk: int | None
@@ -153,7 +158,8 @@ class ParetoPoint(_Out):
 
 class UnitSearch(_Out):
     pd_ratios: list[str] = Field(description="prefill:decode replicas per unit searched")
-    units_screened: int = Field(description="(configuration, ratio, bucket) triples ranked")
+    units_screened: int = Field(description="(prefill configuration, decode configuration, "
+                                "ratio, bucket) combinations ranked")
     units_evaluated: int = Field(description="(unit, bucket) pairs priced by the serving "
                                  "model")
 
@@ -342,11 +348,11 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
 
 
 def _inputs(inputs: PlanInputs) -> dict[str, Any]:
-    """The spec as resolved. Without disaggregation its two options are left out: they change
+    """The spec as resolved. Without disaggregation its options are left out: they change
     nothing, and such a plan reports what it did before the options existed."""
     data: dict[str, Any] = inputs.loaded.spec.model_dump(mode="json")
     if inputs.loaded.spec.options.disaggregation == "off":
-        for key in ("disaggregation", "pd_ratios"):
+        for key in ("disaggregation", "pd_ratios", "pd_parallelism"):
             data["options"].pop(key, None)
     return data
 
@@ -356,14 +362,15 @@ def _pools(ch: Choice, units: int) -> Disaggregated | None:
     replicas."""
     if ch.kv_link is None:
         return None
-    def pool(per_unit: int, max_batch: int | None, chunk: int | None) -> PoolOut:
-        return PoolOut(replicas=units * per_unit, per_unit=per_unit, tp=ch.tp, pp=ch.pp,
-                       ep=ch.ep, precision=ch.precision, max_batch=max_batch,
-                       prefill_chunk=chunk)
+    def pool(per_unit: int, par: tuple[int, int, int], max_batch: int | None,
+             chunk: int | None) -> PoolOut:
+        tp, pp, ep = par
+        return PoolOut(replicas=units * per_unit, per_unit=per_unit, tp=tp, pp=pp, ep=ep,
+                       precision=ch.precision, max_batch=max_batch, prefill_chunk=chunk)
 
     return Disaggregated(
-        units=units, prefill=pool(ch.n_prefill, None, ch.prefill_chunk),
-        decode=pool(ch.n_decode, ch.max_batch, None),
+        units=units, prefill=pool(ch.n_prefill, ch.prefill_tp_pp_ep, None, ch.prefill_chunk),
+        decode=pool(ch.n_decode, (ch.tp, ch.pp, ch.ep), ch.max_batch, None),
         kv_link=ch.kv_path,  # type: ignore[arg-type]
         kv_link_bandwidth_bytes_s=float(np.asarray(ch.kv_link.bandwidth_bytes_s)))
 
@@ -575,7 +582,7 @@ def _pct(value: float | None) -> str:
 def allocation_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     headers = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision", "max batch",
                "USD/h", "load", "routes"]
-    rows = [[a.accelerator, str(a.count), _replicas(a), str(a.tp), str(a.pp), str(a.ep),
+    rows = [[a.accelerator, str(a.count), _replicas(a), *_parallelism(a),
              a.precision, _fmt(a.max_batch, "d"), f"{a.cost_usd_h:.2f}",
              f"{a.load_fraction:.0%}",
              "; ".join(f"{r.bucket} {r.share:.0%}" for r in a.routes)]
@@ -589,6 +596,20 @@ def _replicas(a: Allocation) -> str:
     if d is None:
         return str(a.replicas)
     return f"{a.replicas} = {d.units}x({d.prefill.per_unit}P+{d.decode.per_unit}D)"
+
+
+def _parallelism(a: Allocation) -> tuple[str, str, str]:
+    """tp, pp and ep; a disaggregated allocation whose pools differ in one shows both
+    ("2P/8D")."""
+    d = a.disaggregated
+    out = []
+    for axis in ("tp", "pp", "ep"):
+        own = getattr(a, axis)
+        if d is None or getattr(d.prefill, axis) == getattr(d.decode, axis):
+            out.append(str(own))
+        else:
+            out.append(f"{getattr(d.prefill, axis)}P/{getattr(d.decode, axis)}D")
+    return out[0], out[1], out[2]
 
 
 def workload_rows(report: Report) -> tuple[list[str], list[list[str]]]:

@@ -202,6 +202,10 @@ class Options(_Strict):
     disaggregation: Disaggregation = Field(
         default="off", description="prefill/decode disaggregation: off (co-located replicas "
         "only), on (only units of a prefill pool and a decode pool), auto (both compete)")
+    pd_parallelism: Literal["independent", "shared"] = Field(
+        default="independent", description="a disaggregated unit's pools: independent (the "
+        "prefill and decode replicas may differ in tp, pp and ep) or shared (one "
+        "parallelism for both, for serving stacks that need it)")
     pd_ratios: Annotated[list[PdRatio], Field(min_length=1)] = Field(
         default=list(DEFAULT_PD_RATIOS), description="prefill:decode replicas a "
         f"disaggregated unit may have, as 'P:D' or [P, D] (each 1-{MAX_POOL_REPLICAS})")

@@ -2,35 +2,42 @@
 accelerator type, joined by a KV link, priced like co-located replicas so that the mix ILP
 can weigh both.
 
-A unit is a row of the family's grid and a pool ratio from `SearchSpace.pd_ratios`. Both pools
-run the row's format and parallelism (precision, TP, PP, EP): the prefill pool uses the row's
-prefill chunk, the decode pool the largest batch limit listed (see `search` on why). Pools
-with parallelism of their own are not searched: a unit is then n_p + n_d alike replicas, which
-is how the report counts its accelerators (replicas x tp x pp) and how the packer places them.
+A unit is a pool ratio from `SearchSpace.pd_ratios` and two rows of the family's grid, one per
+pool, that share the weight format and the prefill chunk (the engine's token budget) but may
+differ in parallelism (TP, PP, EP): a prompt's prefill is one long compute-bound step whose
+time falls with every accelerator added, while decode streams the weights and KV cache, so
+the two pools are often best split differently (DistServe chooses each phase's parallelism
+apart for this reason). The prefill pool runs its row's chunk; the decode pool the largest
+batch limit listed (see `search` on why). A unit counts n_p x (its prefill replica's tp x pp)
++ n_d x (its decode replica's tp x pp) accelerators, which is how the report counts them and
+the packer places them.
 
 KV link: a unit that fits in one scale-up domain is placed in one (the packer gets it as one
 group) and ships KV caches over the scale-up link; a larger one uses the NICs. Each of a
-replica's tp x pp accelerators sends its own shard of the cache over its own link, so the link
-carries tp x pp times one accelerator's bandwidth.
+replica's tp x pp accelerators sends (or takes) its own shard of the cache over its own link,
+so the link carries as many times one accelerator's bandwidth as the smaller of the two
+replicas has accelerators.
 
 The search is screened first, like `search.search_family`: for every fitting row and bucket,
 the prefill pool's service time per prompt and the decode pool's throughput at the largest
-batch whose step meets the TPOT objective give each ratio's capacity and cost per request/s;
-the best units per bucket, and the best of each unit size, then get the exact goodput through
-`models.disaggregation.goodput_disaggregated`. The mix gets, per bucket, the best of those by
-exact cost per request/s and the best of each smaller unit size.
+batch whose step meets the TPOT objective give each (prefill row, decode row, ratio)'s
+capacity and cost per request/s; the best units per bucket, and the best of each unit size,
+then get the exact goodput through `models.disaggregation.goodput_disaggregated`. The mix
+gets, per bucket, the best of those by exact cost per request/s and the best of each smaller
+unit size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.arrays import FloatArray
+from ..models.arrays import BoolArray, FloatArray
 from ..models.disaggregation import KvLink, Pools, decode_step, goodput_disaggregated
-from ..models.inference import build_replica
-from ..models.queueing import Slo
+from ..models.inference import Replica, build_replica
+from ..models.queueing import QUANTILES, Slo, Workload
 from .search import (
     GOODPUT_ITERATIONS,
     BucketLoad,
@@ -59,8 +66,13 @@ class Units:
     family: Family
     precision: np.ndarray
     tp: np.ndarray
+    """The decode replicas' tensor-parallel width (so pp and ep: the decode pool's)."""
     pp: np.ndarray
     ep: np.ndarray
+    prefill_tp: np.ndarray
+    """The prefill replicas' parallelism."""
+    prefill_pp: np.ndarray
+    prefill_ep: np.ndarray
     max_batch: np.ndarray
     """Batch limit of each decode replica."""
     prefill_chunk: np.ndarray
@@ -68,7 +80,7 @@ class Units:
     n_prefill: np.ndarray
     n_decode: np.ndarray
     devices: np.ndarray
-    """Accelerators per unit: (n_prefill + n_decode) x tp x pp."""
+    """Accelerators per unit: n_prefill x prefill_tp x prefill_pp + n_decode x tp x pp."""
     cost_usd_h: FloatArray
     power_idle_w: FloatArray
     power_busy_w: FloatArray
@@ -83,7 +95,7 @@ class Units:
     ttft_p99_s: FloatArray
     tpot_p99_s: FloatArray
     pairs_screened: int
-    """(row, ratio, bucket) triples the screen ranked."""
+    """(prefill row, decode row, ratio, bucket) combinations the screen ranked."""
     pairs_evaluated: int
     """(unit, bucket) pairs priced by the serving model."""
     ratios: tuple[tuple[int, int], ...]
@@ -99,9 +111,10 @@ class Units:
 
 def kv_links(family: Family, unit_devices: np.ndarray, replica_devices: np.ndarray
              ) -> tuple[np.ndarray, FloatArray, FloatArray]:
-    """The KV path of units of `unit_devices` accelerators made of replicas of
-    `replica_devices`: the scale-up link when the unit fits in one scale-up domain, else the
-    NICs; bytes/s over the replica's accelerators together, and one-way seconds."""
+    """The KV path of units of `unit_devices` accelerators whose smaller replica (prefill or
+    decode) has `replica_devices`: the scale-up link when the unit fits in one scale-up
+    domain, else the NICs; bytes/s over that replica's accelerators together, and one-way
+    seconds."""
     fabric = family.device.fabric
     inside = np.asarray(unit_devices) <= family.scale_up_domain
     lanes = np.asarray(replica_devices, dtype=float)
@@ -117,11 +130,32 @@ def _tpot_bound(slo: Slo) -> float:
                default=np.inf)
 
 
+def _ttft_alone_meets(pools: Pools, buckets: list[BucketLoad]) -> BoolArray:
+    """(rows, buckets): whether a prompt alone on a prefill replica, at each TTFT objective's
+    percentile of the prompt lengths, meets that objective (a floor: queueing only adds)."""
+    shape = np.broadcast_shapes(np.shape(pools.s_p), np.shape(pools.budget),
+                                np.shape(pools.chunks), np.shape(pools.i))
+    s_p, budget, chunks, i = (np.broadcast_to(x, shape)
+                              for x in (pools.s_p, pools.budget, pools.chunks, pools.i))
+    meets = np.ones(shape, dtype=bool)
+    for k, b in enumerate(buckets):
+        for metric, pct, bound in b.slo.items():
+            if metric != "ttft":
+                continue
+            prompt = np.maximum(b.load.input_len.quantile(QUANTILES[pct]), 1.0)
+            # As `Pools.at` prices a prompt of that length, without the wait for a replica.
+            alone = s_p[:, k] * np.ceil(prompt / budget[:, k]) / chunks[:, k] \
+                * np.maximum(prompt / i[:, k], 1.0)
+            meets[:, k] &= alone <= bound
+    return meets
+
+
 def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
                 ) -> tuple[FloatArray, FloatArray]:
     """(rows, buckets): requests/s one prefill replica and one decode replica of each fitting
-    row sustain alone, the decode replica at the largest batch whose step meets the bucket's
-    tightest TPOT objective (0 where not even one sequence does)."""
+    row sustain alone: the prefill replica 0 where a prompt alone misses a TTFT objective,
+    the decode replica at the largest batch whose step meets the bucket's tightest TPOT
+    objective (0 where not even one sequence does)."""
     g = sc.grid
     rows, nb = int(g["tp"].size), len(buckets)
     prefill_rps, decode_rps = np.zeros((rows, nb)), np.zeros((rows, nb))
@@ -153,47 +187,82 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
         tau = decode_step(rep, batch, pools.ctx)
         meets_one = decode_step(rep, np.ones_like(batch), pools.ctx) <= bound
         fits = pools.fits
-        prefill_rps[:, ks] = np.where(fits, 1.0 / pools.s_p, 0.0)
+        prefill_rps[:, ks] = np.where(fits & _ttft_alone_meets(pools, [buckets[k] for k in ks]),
+                                      1.0 / pools.s_p, 0.0)
         decode_rps[:, ks] = np.where(fits & meets_one,
                                      batch / (np.maximum(pools.steps, 1.0) * tau), 0.0)
     return prefill_rps, decode_rps
 
 
+def _pairs(g: dict[str, np.ndarray], shared: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every (prefill row, decode row) of the screened grid `g` that shares the weight format
+    and the prefill chunk (with `shared`, the same row), ordered by prefill row then decode
+    row."""
+    same = (g["precision"][:, np.newaxis] == g["precision"][np.newaxis, :]) \
+        & (g["prefill_chunk"][:, np.newaxis] == g["prefill_chunk"][np.newaxis, :])
+    if shared:
+        same &= np.eye(same.shape[0], dtype=bool)
+    p_row, d_row = np.nonzero(same)
+    return p_row, d_row
+
+
+def _best(score: FloatArray, size: np.ndarray, few: int, among: BoolArray) -> set[int]:
+    """Rows of `score` (units x buckets, lower is better, inf ruled out) among `among`: per
+    bucket the best `few`, and the best of each size (`size`)."""
+    out: set[int] = set()
+    rows = np.flatnonzero(among)
+    for k in range(score.shape[1]):
+        order = rows[np.lexsort((rows, score[rows, k]))]
+        good = order[np.isfinite(score[order, k])]
+        out.update(int(u) for u in good[:few])
+        for s in np.unique(size[good]):
+            out.add(int(good[size[good] == s][0]))
+    return out
+
+
 def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
                  sc: Screen) -> Units:
-    """Disaggregated units of the family: screen every fitting row of `sc` (the family's
-    `screen`) at every ratio of `space.pd_ratios` on every bucket, then price the shortlist
-    exactly."""
+    """Disaggregated units of the family: screen every pairing of fitting rows of `sc` (the
+    family's `screen`) at every ratio of `space.pd_ratios` on every bucket, then price the
+    shortlist exactly."""
     g = sc.grid
     rows, nb = int(g["tp"].size), len(buckets)
     ratios = np.array(space.pd_ratios, dtype=np.int64).reshape(-1, 2)
+    p_row, d_row = _pairs(g, space.pd_parallelism == "shared")
+    n_pairs, n_ratios = int(p_row.size), int(ratios.shape[0])
     if rows == 0 or nb == 0 or ratios.size == 0:
-        return _empty(family, nb, rows * ratios.shape[0] * nb, space.pd_ratios)
+        return _empty(family, nb, n_pairs * n_ratios * nb, space.pd_ratios)
     prefill_rps, decode_rps = _pool_rates(family, sc, buckets)
     n_p = ratios[:, 0].astype(float)[np.newaxis, :, np.newaxis]         # (1, ratios, 1)
     n_d = ratios[:, 1].astype(float)[np.newaxis, :, np.newaxis]
-    cap = np.minimum(n_p * prefill_rps[:, np.newaxis], n_d * decode_rps[:, np.newaxis])
-    cost = sc.cost_usd_h[:, np.newaxis, np.newaxis] * (n_p + n_d)
-    ok = (sc.floor[:, np.newaxis] <= 1.0) & (cap > 0)
-    score = np.where(ok, cost / np.maximum(cap, 1e-300), np.inf)    # (rows, ratios, buckets)
-    size = (sc.devices[:, np.newaxis] * (n_p + n_d)[0, :, 0]).reshape(-1)
+    cap = np.minimum(n_p * prefill_rps[p_row][:, np.newaxis],
+                     n_d * decode_rps[d_row][:, np.newaxis])             # (pairs, ratios, B)
+    cost = (sc.cost_usd_h[p_row][:, np.newaxis, np.newaxis] * n_p
+            + sc.cost_usd_h[d_row][:, np.newaxis, np.newaxis] * n_d)
+    # Each pool's own floor is in its rate (a prompt alone meets the TTFT objectives; one
+    # sequence decodes within the TPOT objective).
+    ok = cap > 0
+    score = np.where(ok, cost / np.maximum(cap, 1e-300), np.inf)    # (pairs, ratios, buckets)
+    size = (sc.devices[p_row][:, np.newaxis] * ratios[np.newaxis, :, 0]
+            + sc.devices[d_row][:, np.newaxis] * ratios[np.newaxis, :, 1]).reshape(-1)
 
-    # ---- Shortlist: per bucket the best few units by score, and the best of each unit size.
-    flat = score.reshape(rows * ratios.shape[0], nb)
-    chosen: set[int] = set()
-    for k in range(nb):
-        order = np.lexsort((np.arange(flat.shape[0]), flat[:, k]))
-        good = order[np.isfinite(flat[order, k])]
-        chosen.update(int(u) for u in good[:space.shortlist])
-        for s in np.unique(size[good]):
-            chosen.add(int(good[size[good] == s][0]))
+    # ---- Shortlist: per bucket the best few units by score, and the best of each unit size;
+    # and those of the units whose pools share a row, so that the exact pass prices whatever
+    # `pd_parallelism: shared` would (letting the pools differ cannot drop a unit it keeps).
+    flat = score.reshape(n_pairs * n_ratios, nb)
+    diagonal = np.repeat(p_row == d_row, n_ratios)
+    everything = np.ones(flat.shape[0], dtype=bool)
+    chosen = _best(flat, size, space.shortlist, everything) \
+        | _best(flat, size, space.shortlist, diagonal)
     keep = np.array(sorted(chosen), dtype=np.int64)
-    row, which = np.divmod(keep, ratios.shape[0])
-    sel = {k: v[row] for k, v in g.items()}
+    pair, which = np.divmod(keep, n_ratios)
+    row_p, row_d = p_row[pair], d_row[pair]
+    sel_p = {k: v[row_p] for k, v in g.items()}
+    sel = {k: v[row_d] for k, v in g.items()}
     u_p, u_d = ratios[which, 0], ratios[which, 1]
-    per_replica = sel["tp"] * sel["pp"]
-    devices = (u_p + u_d) * per_replica
-    path, bw, lat = kv_links(family, devices, per_replica)
+    dev_p, dev_d = sc.devices[row_p], sc.devices[row_d]
+    devices = (u_p * dev_p + u_d * dev_d).astype(np.int64)
+    path, bw, lat = kv_links(family, devices, np.minimum(dev_p, dev_d))
     efficiency = family.device.fabric.efficiency
     n_units = keep.size
     gp = np.zeros((n_units, nb))
@@ -202,9 +271,10 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     tpot99 = np.full((n_units, nb), np.nan)
     if n_units:
         # ---- Exact: goodput of every shortlisted unit on every bucket.
-        for slo, u_idx, b_idx, rep, load in exact_passes(family, sel, buckets, n_units):
+        for slo, u_idx, b_idx, rep_p, rep_d, load in _unit_passes(family, sel_p, sel, buckets,
+                                                                  n_units):
             rate, bind, at = goodput_disaggregated(
-                rep, rep, load, slo, n_prefill=u_p[u_idx], n_decode=u_d[u_idx],
+                rep_p, rep_d, load, slo, n_prefill=u_p[u_idx], n_decode=u_d[u_idx],
                 link=KvLink(bw[u_idx], lat[u_idx], efficiency),
                 max_batch=sel["max_batch"][u_idx], token_budget=sel["prefill_chunk"][u_idx],
                 iterations=GOODPUT_ITERATIONS)
@@ -212,29 +282,41 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
             binding[u_idx, b_idx] = bind
             ttft99[u_idx, b_idx] = np.where(rate > 0, at.ttft.p99, np.nan)
             tpot99[u_idx, b_idx] = np.where(rate > 0, at.tpot.p99, np.nan)
-    replicas = (u_p + u_d).astype(float)
-    cost_u = sc.cost_usd_h[row] * replicas
+    cost_u = sc.cost_usd_h[row_p] * u_p + sc.cost_usd_h[row_d] * u_d
     # ---- What the mix gets: per bucket the best few by exact cost per request/s, and the best
-    # of each smaller unit size; the rest would only lengthen the mix's solve.
+    # of each smaller unit size (the rest would only lengthen the mix's solve); again also
+    # those the units whose pools share a row would give it.
     with np.errstate(divide="ignore"):
         per_rps = np.where(gp > 0, cost_u[:, np.newaxis] / gp, np.inf)
     useful = np.zeros(n_units, dtype=bool)
-    for k in range(nb):
-        order = np.lexsort((np.arange(n_units), per_rps[:, k]))
-        good = order[np.isfinite(per_rps[order, k])]
-        useful[good[:space.shortlist]] = True
-        if good.size:
-            smaller = good[devices[good] < devices[good[0]]]
-            for s in np.unique(devices[smaller]):
-                useful[smaller[devices[smaller] == s][0]] = True
+    for among in (np.ones(n_units, dtype=bool), row_p == row_d):
+        for k in range(nb):
+            order = np.lexsort((np.arange(n_units), per_rps[:, k]))
+            good = order[among[order] & np.isfinite(per_rps[order, k])]
+            useful[good[:space.shortlist]] = True
+            if good.size:
+                smaller = good[devices[good] < devices[good[0]]]
+                for s in np.unique(devices[smaller]):
+                    useful[smaller[devices[smaller] == s][0]] = True
     m = np.flatnonzero(useful)
-    sel = {k: v[m] for k, v in sel.items()}
-    return Units(family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
-                 sel["prefill_chunk"], u_p[m], u_d[m], devices[m], cost_u[m],
-                 (idle_power(family, sc.devices[row]) * replicas)[m],
-                 busy_power(family, sel, buckets) * replicas[m], path[m], bw[m], lat[m],
-                 efficiency, gp[m], binding[m], ttft99[m], tpot99[m], int(score.size),
-                 n_units * nb, space.pd_ratios)
+    idle = idle_power(family, devices.astype(float))
+    busy = busy_power(family, sel_p, buckets) * u_p + busy_power(family, sel, buckets) * u_d
+    return Units(family, sel["precision"][m], sel["tp"][m], sel["pp"][m], sel["ep"][m],
+                 sel_p["tp"][m], sel_p["pp"][m], sel_p["ep"][m], sel["max_batch"][m],
+                 sel["prefill_chunk"][m], u_p[m], u_d[m], devices[m], cost_u[m], idle[m],
+                 busy[m], path[m], bw[m], lat[m], efficiency, gp[m], binding[m], ttft99[m],
+                 tpot99[m], int(score.size), n_units * nb, space.pd_ratios)
+
+
+def _unit_passes(family: Family, sel_p: dict[str, np.ndarray], sel_d: dict[str, np.ndarray],
+                 buckets: list[BucketLoad], units: int
+                 ) -> Iterator[tuple[Slo, np.ndarray, np.ndarray, Replica, Replica, Workload]]:
+    """`exact_passes` for units: per distinct objective set, the pairs' indices, their
+    prefill and decode replicas (rows `sel_p` and `sel_d`), and their stacked loads."""
+    for (slo, u_idx, b_idx, rep_p, load), (_slo, _u, _b, rep_d, _load) in zip(
+            exact_passes(family, sel_p, buckets, units),
+            exact_passes(family, sel_d, buckets, units), strict=True):
+        yield slo, u_idx, b_idx, rep_p, rep_d, load
 
 
 def _empty(family: Family, nb: int, screened: int,
@@ -242,23 +324,27 @@ def _empty(family: Family, nb: int, screened: int,
     none = np.zeros(0, dtype=np.int64)
     empty = np.zeros(0)
     return Units(family, np.zeros(0, dtype=object), none, none, none, none, none, none, none,
-                 none, empty, empty, empty, np.zeros(0, dtype=object), empty, empty,
+                 none, none, none, none, empty, empty, empty, np.zeros(0, dtype=object), empty,
+                 empty,
                  family.device.fabric.efficiency, np.zeros((0, nb)),
                  np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
                  screened, 0, ratios)
 
 
-def unit_goodput_at_limits(family: Family, row: dict[str, object], n_prefill: int,
-                           n_decode: int, link: KvLink, buckets: list[BucketLoad],
-                           limits: list[int]) -> FloatArray:
-    """(limits, buckets): the exact goodput (requests/s per unit) of one unit (a grid row's
-    replicas, `n_prefill` + `n_decode` of them, KV over `link`) at each batch limit of
-    `limits` (which holds in the decode pool)."""
-    sel = rows_at_limits(row, limits)
+def unit_goodput_at_limits(family: Family, prefill_row: dict[str, object],
+                           decode_row: dict[str, object], n_prefill: int, n_decode: int,
+                           link: KvLink, buckets: list[BucketLoad], limits: list[int]
+                           ) -> FloatArray:
+    """(limits, buckets): the exact goodput (requests/s per unit) of one unit (`n_prefill`
+    replicas of the grid row `prefill_row` and `n_decode` of `decode_row`, KV over `link`) at
+    each batch limit of `limits` (which holds in the decode pool)."""
+    sel_d = rows_at_limits(decode_row, limits)
+    sel_p = rows_at_limits(prefill_row, limits)
     gp = np.zeros((len(limits), len(buckets)))
-    for slo, u_idx, b_idx, rep, load in exact_passes(family, sel, buckets, len(limits)):
+    for slo, u_idx, b_idx, rep_p, rep_d, load in _unit_passes(family, sel_p, sel_d, buckets,
+                                                              len(limits)):
         gp[u_idx, b_idx] = goodput_disaggregated(
-            rep, rep, load, slo, n_prefill=n_prefill, n_decode=n_decode, link=link,
-            max_batch=sel["max_batch"][u_idx], token_budget=sel["prefill_chunk"][u_idx],
+            rep_p, rep_d, load, slo, n_prefill=n_prefill, n_decode=n_decode, link=link,
+            max_batch=sel_d["max_batch"][u_idx], token_budget=sel_d["prefill_chunk"][u_idx],
             iterations=GOODPUT_ITERATIONS)[0]
     return gp

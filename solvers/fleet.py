@@ -75,10 +75,18 @@ class Choice:
     """The path of a disaggregated unit's KV caches from its prefill to its decode pool."""
     kv_path: str = ""
     """"scale-up" (the unit lies in one scale-up domain) or "scale-out" (over the NICs)."""
+    prefill_parallel: tuple[int, int, int] | None = None
+    """A disaggregated unit's prefill replicas' (tp, pp, ep); tp, pp and ep above are then its
+    decode replicas'. None: as tp, pp and ep."""
 
     @property
     def disaggregated(self) -> bool:
         return self.n_prefill > 0
+
+    @property
+    def prefill_tp_pp_ep(self) -> tuple[int, int, int]:
+        """The prefill replicas' (tp, pp, ep): a unit's own, else the candidate's."""
+        return self.prefill_parallel or (self.tp, self.pp, self.ep)
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,15 @@ def _choice_name(c: Candidates, j: int) -> str:
 
 
 def _unit_name(u: Units, j: int) -> str:
-    return (f"{u.family.key}/{u.precision[j]}/tp{u.tp[j]}pp{u.pp[j]}"
-            f"{f'ep{u.ep[j]}' if u.ep[j] > 1 else ''}/pd{u.n_prefill[j]}:{u.n_decode[j]}"
+    """family/format/parallelism/pdP:D/bB/cC; the parallelism is one for both pools when they
+    share it, else the prefill pool's and the decode pool's (pTPxPP-dTPxPP)."""
+    def par(tp: int, pp: int, ep: int) -> str:
+        return f"tp{tp}pp{pp}{f'ep{ep}' if ep > 1 else ''}"
+
+    decode = par(u.tp[j], u.pp[j], u.ep[j])
+    prefill = par(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j])
+    pools = decode if prefill == decode else f"p{prefill}-d{decode}"
+    return (f"{u.family.key}/{u.precision[j]}/{pools}/pd{u.n_prefill[j]}:{u.n_decode[j]}"
             f"/b{u.max_batch[j]}/c{u.prefill_chunk[j]}")
 
 
@@ -223,7 +238,8 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                                   int(units.ep[j]), int(units.max_batch[j]),
                                   int(units.prefill_chunk[j]), int(units.devices[j]),
                                   float(units.cost_usd_h[j]), int(units.n_prefill[j]),
-                                  int(units.n_decode[j]), units.link(j), str(units.kv_path[j])))
+                                  int(units.n_decode[j]), units.link(j), str(units.kv_path[j]),
+                                  _prefill_parallel(units, j)))
             rows.append(cap)
             idle.append(float(units.power_idle_w[j]))
             busy.append(float(units.power_busy_w[j]))
@@ -262,6 +278,12 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                      allow_cross_node_tp=space.allow_cross_node_tp)
 
 
+def _prefill_parallel(u: Units, j: int) -> tuple[int, int, int] | None:
+    """Unit j's prefill (tp, pp, ep) where it differs from its decode pool's, else None."""
+    prefill = (int(u.prefill_tp[j]), int(u.prefill_pp[j]), int(u.prefill_ep[j]))
+    return None if prefill == (int(u.tp[j]), int(u.pp[j]), int(u.ep[j])) else prefill
+
+
 def _limit_name(ch: Choice, limit: int) -> str:
     """`ch`'s name with the batch limit `limit`."""
     head, _sep, tail = ch.name.rpartition(f"/b{ch.max_batch}/")
@@ -278,31 +300,43 @@ def _smallest_limits(families: list[Family], owned: list[list[int]], choices: li
     replicas than the solved row did. Returns the new rows ((solved row, limit) each), the
     capacity matrix with them appended, and the plan moved onto them; None when every chosen
     candidate already runs its smallest sufficient limit. The co-located candidates of one
-    family share one exact pass."""
+    family share one exact pass; the families' passes run in forked workers."""
     by_key = {f.key: (f, owned[i]) for i, f in enumerate(families)}
     # Per chosen candidate: the listed limits below its own, and their goodput (limits, B).
     lower: dict[int, list[int]] = {}
-    gp: dict[int, FloatArray] = {}
-    colocated: dict[str, list[int]] = {}
+    per_family: dict[str, list[int]] = {}
     for c in np.flatnonzero(mix.replicas > 0).tolist():
         ch = choices[c]
         lower[c] = [m for m in sorted(limits) if m < ch.max_batch]
-        if not lower[c]:
-            continue
-        fam, mine = by_key[ch.family]
-        if ch.kv_link is None:
-            colocated.setdefault(ch.family, []).append(c)
-            continue
-        gp[c] = unit_goodput_at_limits(fam, _row(ch), ch.n_prefill, ch.n_decode, ch.kv_link,
-                                       [buckets[k] for k in mine], lower[c])
-    for key, cs in colocated.items():
-        fam, mine = by_key[key]
-        parts = [rows_at_limits(_row(choices[c]), lower[c]) for c in cs]
-        sel = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
-        found = goodput_of_rows(fam, sel, [buckets[k] for k in mine])
-        for c, block in zip(cs, np.split(found, np.cumsum([len(lower[c]) for c in cs])[:-1]),
-                            strict=True):
-            gp[c] = block
+        if lower[c]:
+            per_family.setdefault(ch.family, []).append(c)
+    keys = sorted(per_family)
+
+    def exact(f: int) -> list[FloatArray]:
+        """Goodput at the lower limits of family keys[f]'s chosen candidates, in order."""
+        fam, mine = by_key[keys[f]]
+        mine_buckets = [buckets[k] for k in mine]
+        cs = per_family[keys[f]]
+        found: dict[int, FloatArray] = {}
+        colocated = [c for c in cs if choices[c].kv_link is None]
+        for c in cs:
+            ch = choices[c]
+            if ch.kv_link is not None:
+                found[c] = unit_goodput_at_limits(fam, _prefill_row(ch), _row(ch),
+                                                  ch.n_prefill, ch.n_decode, ch.kv_link,
+                                                  mine_buckets, lower[c])
+        if colocated:
+            parts = [rows_at_limits(_row(choices[c]), lower[c]) for c in colocated]
+            sel = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+            blocks = np.split(goodput_of_rows(fam, sel, mine_buckets),
+                              np.cumsum([len(lower[c]) for c in colocated])[:-1])
+            found.update(zip(colocated, blocks, strict=True))
+        return [found[c] for c in cs]
+
+    # A family's pass takes 0.1-0.2 s, well over what a pool costs to start.
+    gp: dict[int, FloatArray] = {}
+    for key, blocks in zip(keys, _ordered(exact, len(keys), min_items=2), strict=True):
+        gp.update(zip(per_family[key], blocks, strict=True))
 
     demand = problem.demand_rps
     keep = 1.0 - problem.headroom
@@ -333,9 +367,15 @@ def _smallest_limits(families: list[Family], owned: list[list[int]], choices: li
 
 
 def _row(ch: Choice) -> dict[str, object]:
-    """The grid row of `ch`'s replica, but its batch limit."""
+    """The grid row of `ch`'s replica (a unit's decode replica), but its batch limit."""
     return {"precision": ch.precision, "tp": ch.tp, "pp": ch.pp, "ep": ch.ep,
             "prefill_chunk": ch.prefill_chunk}
+
+
+def _prefill_row(ch: Choice) -> dict[str, object]:
+    """The grid row of a unit's prefill replica, but its batch limit."""
+    tp, pp, ep = ch.prefill_tp_pp_ep
+    return {**_row(ch), "tp": tp, "pp": pp, "ep": ep}
 
 
 def _fields(result: Candidates | Units) -> dict[str, Any]:
@@ -361,11 +401,11 @@ def _run_item(k: int) -> Any:
     return _WORK[0](k)
 
 
-def _workers(items: int) -> int:
+def _workers(items: int, min_items: int = _MIN_PARALLEL_ITEMS) -> int:
     """Worker processes for `items` independent items: one per core, at most one per item;
-    none (serial) for few items, where the platform cannot fork safely, or where this process
-    may not have children."""
-    if items < _MIN_PARALLEL_ITEMS or not sys.platform.startswith("linux") \
+    none (serial) for fewer than `min_items`, where the platform cannot fork safely, or where
+    this process may not have children."""
+    if items < min_items or not sys.platform.startswith("linux") \
             or multiprocessing.current_process().daemon:
         return 1
     cores = len(os.sched_getaffinity(0))
@@ -375,10 +415,12 @@ def _workers(items: int) -> int:
     return max(1, min(cores, items))
 
 
-def _ordered(work: Callable[[int], T], items: int) -> Iterator[T]:
+def _ordered(work: Callable[[int], T], items: int,
+             min_items: int = _MIN_PARALLEL_ITEMS) -> Iterator[T]:
     """work(0), work(1), ... work(items - 1), in order: computed one by one as they are taken,
-    or in forked worker processes (see `_workers`)."""
-    workers = _workers(items)
+    or in forked worker processes (see `_workers`; `min_items` or more items, for work whose
+    items each take well over what a pool costs to start)."""
+    workers = _workers(items, min_items)
     if workers < 2:
         return (work(k) for k in range(items))
     return _forked(work, items, workers)
@@ -525,6 +567,7 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
                 uses.setdefault((c, b), []).append((k, fraction))
     out: list[list[Served]] = [[] for _ in mixes]
     replicas: dict[int, Replica] = {}
+    prefill: dict[int, Replica] = {}
     for (c, b), routed in sorted(uses.items()):
         ch = choices[c]
         if c not in replicas:
@@ -532,6 +575,12 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
             replicas[c] = build_replica(fam.arch, fam.device, tp=ch.tp, pp=ch.pp, ep=ch.ep,
                                         weight_precision=ch.precision,
                                         tokens_per_step=ch.prefill_chunk)
+            prefill[c] = replicas[c]
+            if ch.prefill_parallel is not None:
+                tp, pp, ep = ch.prefill_parallel
+                prefill[c] = build_replica(fam.arch, fam.device, tp=tp, pp=pp, ep=ep,
+                                           weight_precision=ch.precision,
+                                           tokens_per_step=ch.prefill_chunk)
         bucket = buckets[b]
         rates = np.array([max(f * capacity[c, b], 1e-9) for _, f in routed])
         # A lone rate goes in as a scalar: the fixed point then iterates exactly as for one
@@ -539,7 +588,7 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
         load = bucket.load.at_rate(rates if len(routed) > 1 else rates[0])
         if ch.kv_link is not None:
             # A unit: both pools at the unit's rate, the KV caches over its link.
-            res = serve_disaggregated(replicas[c], replicas[c], load, n_prefill=ch.n_prefill,
+            res = serve_disaggregated(prefill[c], replicas[c], load, n_prefill=ch.n_prefill,
                                       n_decode=ch.n_decode, link=ch.kv_link,
                                       max_batch=ch.max_batch, token_budget=ch.prefill_chunk)
         else:
@@ -569,7 +618,8 @@ def _kinds(ch: Choice, count: int) -> tuple[ReplicaKind, ...]:
         return (ReplicaKind(ch.name, ch.tp, ch.pp, count),)
     if ch.kv_path == SCALE_UP:
         return (ReplicaKind(ch.name, ch.devices, 1, count),)
-    return (ReplicaKind(f"{ch.name}/prefill", ch.tp, ch.pp, count * ch.n_prefill),
+    p_tp, p_pp, _ep = ch.prefill_tp_pp_ep
+    return (ReplicaKind(f"{ch.name}/prefill", p_tp, p_pp, count * ch.n_prefill),
             ReplicaKind(f"{ch.name}/decode", ch.tp, ch.pp, count * ch.n_decode))
 
 

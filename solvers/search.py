@@ -72,6 +72,9 @@ class SearchSpace:
     `solvers.disaggregated`); auto: both compete in the mix."""
     pd_ratios: tuple[tuple[int, int], ...] = ((1, 1),)
     """(prefill, decode) replicas of a disaggregated unit, one pair per unit shape."""
+    pd_parallelism: Literal["independent", "shared"] = "independent"
+    """independent: a unit's prefill and decode replicas may differ in TP, PP and EP;
+    shared: both pools run one parallelism (engines that need it)."""
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def test_no_profile_no_section(catalog: Catalog) -> None:
 def test_report_with_autoscaling_matches_the_schema(catalog: Catalog) -> None:
     data = api.plan(_spec(PROFILE), catalog=catalog).to_dict()
     jsonschema.validate(data, report_schema())
-    assert data["schema_version"] == "1.3"
+    assert data["schema_version"] == "1.4"
     assert len(data["autoscaling"]["hours"]) == 24
 
 

@@ -236,62 +236,109 @@ def test_auto_never_costs_more_than_off_or_on(spec: Path | dict[str, Any],
     assert costs["auto"] <= min(costs["off"], costs["on"]) * (1 + 1e-4)
 
 
+def _unit(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's one disaggregated allocation."""
+    units: list[dict[str, Any]] = [a for a in report["allocations"] if a.get("disaggregated")]
+    (alloc,) = units
+    return alloc
+
+
 def test_example_picks_disaggregation(catalog: Catalog) -> None:
     """8k-token prompts on 70B with a 15 ms TPOT objective: a co-located replica's decode steps
-    carry 8192-token prompt chunks; the plan is one unit of 2 prefill and 1 decode replicas of
-    TP 4 x PP 4, 48 H100s, where the co-located plan needs 88."""
+    carry 8192-token prompt chunks. The plan carries most of the load on one unit whose pools
+    are split differently: 3 prefill replicas of TP 2 x PP 4 (a prompt is one long
+    compute-bound step, and pipeline stages pass activations where TP 8 all-reduces them every
+    layer) and 1 decode replica of TP 8 (a decode step streams the weights, fastest over the
+    most HBM): 3 x 8 + 8 = 32 H100s, 40 with a co-located replica beside it, where the
+    co-located plan needs 72 and a unit of one parallelism for both pools 48."""
     report = _plan(EXAMPLE, catalog)
-    off = _plan({**load_yaml_text(EXAMPLE.read_text(), str(EXAMPLE)),
-                 "options": {"disaggregation": "off"}}, catalog)
-    assert report["accelerators"] < off["accelerators"]
-    assert report["cost_usd_h"] < off["cost_usd_h"]
-    (alloc,) = report["allocations"]
+    base = load_yaml_text(EXAMPLE.read_text(), str(EXAMPLE))
+    off = _plan({**base, "options": {"disaggregation": "off"}}, catalog)
+    shared = _plan({**base, "options": {**base["options"], "pd_parallelism": "shared"}},
+                   catalog)
+    assert report["accelerators"] < shared["accelerators"] < off["accelerators"]
+    assert report["cost_usd_h"] < shared["cost_usd_h"] < off["cost_usd_h"]
+    alloc = _unit(report)
     pools = alloc["disaggregated"]
-    assert (pools["units"], pools["prefill"]["per_unit"], pools["decode"]["per_unit"]) == \
-        (1, 2, 1)
-    # 3 replicas of 16 accelerators: more than an 8-GPU node, so the KV caches go over the
-    # NICs, 16 lanes of 50 GB/s.
+    prefill, decode = pools["prefill"], pools["decode"]
+    assert (pools["units"], prefill["per_unit"], decode["per_unit"]) == (1, 3, 1)
+    assert (prefill["tp"], prefill["pp"], decode["tp"], decode["pp"]) == (2, 4, 8, 1)
+    # The allocation's own parallelism is its decode pool's; its count is both pools'.
+    assert (alloc["tp"], alloc["pp"]) == (decode["tp"], decode["pp"])
+    assert alloc["count"] == 3 * 2 * 4 + 1 * 8 * 1 == 32
+    # 32 accelerators: more than an 8-GPU node, so the KV caches go over the NICs, each of the
+    # 8 accelerators of a replica (both pools have 8) over its own 50 GB/s.
     assert pools["kv_link"] == "scale-out"
-    assert pools["kv_link_bandwidth_bytes_s"] == 16 * 50e9
-    assert alloc["count"] == alloc["replicas"] * alloc["tp"] * alloc["pp"] == 48
+    assert pools["kv_link_bandwidth_bytes_s"] == 8 * 50e9
     jsonschema.validate(report, report_schema())
-    assert report["schema_version"] == "1.3"
+    assert report["schema_version"] == "1.4"
     assert "disaggregation" in report["assumptions"]
     assert report["search"][0]["disaggregated"]["units_evaluated"] > 0
 
 
+@pytest.mark.parametrize("mode", ["on", "auto"])
+@pytest.mark.parametrize("which", ["example", "8b"])
+def test_independent_pools_never_cost_more_than_shared(which: str, mode: str,
+                                                       catalog: Catalog) -> None:
+    """Units whose pools share one parallelism are among those whose pools may differ (the
+    shortlists keep what the shared search would), so letting them differ cannot raise the
+    optimum (to the ILP's proven gap)."""
+    base = load_yaml_text(EXAMPLE.read_text(), str(EXAMPLE)) if which == "example" \
+        else _spec()
+    costs = {}
+    for par in ("shared", "independent"):
+        data = {**base, "options": {**base.get("options", {}), "disaggregation": mode,
+                                    "pd_parallelism": par}}
+        report = _plan(data, catalog)
+        assert report["status"] == "optimal"
+        costs[par] = report["cost_usd_h"]
+        if par == "shared":
+            for a in report["allocations"]:
+                d = a.get("disaggregated")
+                if d:
+                    assert [d["prefill"][k] for k in ("tp", "pp", "ep")] == \
+                        [d["decode"][k] for k in ("tp", "pp", "ep")]
+    assert costs["independent"] <= costs["shared"] * (1 + 1e-4)
+
+
 def test_recheck_prices_units_through_both_pools(catalog: Catalog) -> None:
     """The re-check of a disaggregated allocation, re-derived from the report: the route's
-    p99s are those of the two pools at the unit's rate, not of a co-located replica, and they
-    meet the SLO; the mix's own residuals hold."""
+    p99s are those of the two pools, each of its own parallelism, at the unit's rate, not of
+    co-located replicas, and they meet the SLO; the mix's own residuals hold."""
     plan = _fleet(EXAMPLE, catalog)
     check = check_mix(plan.problem, plan.mix)
     assert check.ok()
     report = _plan(EXAMPLE, catalog)
-    (alloc,) = report["allocations"]
+    alloc = _unit(report)
     (route,) = alloc["routes"]
     pools = alloc["disaggregated"]
     assert route["slo_ratio"] <= 1.0 + 1e-6 and alloc["load_fraction"] <= 1.0 + 1e-9
     device = Device(catalog.accelerator("h100-sxm"),
                     catalog.calibration.for_device("h100-sxm", "trtllm"),
                     catalog.engine("trtllm"))
-    rep = build_replica(catalog.model("llama-3.1-70b"), device, tp=alloc["tp"],
-                        pp=alloc["pp"], weight_precision=alloc["precision"],
-                        tokens_per_step=alloc["prefill_chunk"])
+
+    def replica(pool: dict[str, Any]) -> Replica:
+        return build_replica(catalog.model("llama-3.1-70b"), device, tp=pool["tp"],
+                             pp=pool["pp"], ep=pool["ep"], weight_precision=alloc["precision"],
+                             tokens_per_step=alloc["prefill_chunk"])
+
+    prefill, decode = replica(pools["prefill"]), replica(pools["decode"])
     load = Workload(np.asarray(route["rate_rps"]), Lengths.lognormal(8000, 4000),
                     Lengths.lognormal(400, 200))
     link = KvLink(pools["kv_link_bandwidth_bytes_s"], 1e-6,
                   device.fabric.efficiency)
-    both = serve_disaggregated(rep, rep, load, n_prefill=pools["prefill"]["per_unit"],
+    both = serve_disaggregated(prefill, decode, load, n_prefill=pools["prefill"]["per_unit"],
                                n_decode=pools["decode"]["per_unit"], link=link,
                                max_batch=alloc["max_batch"],
                                token_budget=alloc["prefill_chunk"])
     assert route["ttft_p99_s"] == pytest.approx(float(both.ttft.p99), rel=1e-9)
     assert route["tpot_p99_s"] == pytest.approx(float(both.tpot.p99), rel=1e-9)
-    # The same three replicas co-located, a third of the rate each, miss the TPOT objective.
-    colocated = serve(rep, load.at_rate(route["rate_rps"] / 3), max_batch=alloc["max_batch"],
-                      token_budget=alloc["prefill_chunk"])
-    assert float(colocated.tpot.p99) > 0.015
+    # The unit's four replicas co-located instead, a quarter of the rate each, of either
+    # pool's configuration, miss the TPOT objective.
+    for rep in (prefill, decode):
+        colocated = serve(rep, load.at_rate(route["rate_rps"] / 4),
+                          max_batch=alloc["max_batch"], token_budget=alloc["prefill_chunk"])
+        assert float(colocated.tpot.p99) > 0.015
 
 
 def test_units_in_one_domain_are_placed_in_one(catalog: Catalog) -> None:
@@ -310,19 +357,27 @@ def test_units_in_one_domain_are_placed_in_one(catalog: Catalog) -> None:
                 if name == ch.name:
                     assert accelerators % ch.devices == 0
     wide = _fleet(EXAMPLE, catalog)
+    (unit,) = [ch for c, ch in enumerate(wide.choices)
+               if ch.disaggregated and wide.mix.replicas[c] > 0]
     (placement,) = [p for p in wide.placements if p is not None]
     held: dict[str, int] = {}
     for node in placement.node_contents:
         for name, accelerators in node:
-            held[name.rsplit("/", 1)[1]] = held.get(name.rsplit("/", 1)[1], 0) + accelerators
-    assert held == {"prefill": 32, "decode": 16}
-    assert placement.nodes == 6
+            if name.startswith(f"{unit.name}/"):
+                pool = name.rsplit("/", 1)[1]
+                held[pool] = held.get(pool, 0) + accelerators
+    # 3 prefill replicas of TP 2 x PP 4 and one decode replica of TP 8, placed pool by pool;
+    # with the 8-GPU co-located replica, 40 GPUs fill 5 nodes of 8.
+    assert held == {"prefill": 24, "decode": 8}
+    assert placement.nodes == 5
 
 
 def test_table_shows_the_pools(catalog: Catalog) -> None:
     report = api.plan(EXAMPLE, catalog=catalog).report
     _head, rows = allocation_rows(report)
-    assert rows[0][2] == "3 = 1x(2P+1D)"
+    (row,) = [r for r in rows if "P+" in r[2]]
+    assert row[2:5] == ["4 = 1x(3P+1D)", "2P/8D", "4P/1D"]
+    assert row[5] == "1"                          # both pools' ep, shown once
 
 
 def test_hourly_plans_recheck_units(catalog: Catalog) -> None:
@@ -348,3 +403,70 @@ def test_measured_capacities_have_no_pools(catalog: Catalog) -> None:
     with pytest.raises(SpecError) as err:
         api.plan(data, catalog=catalog)
     assert err.value.field == "options.disaggregation"
+
+
+def test_estimate_reproduces_a_planned_unit(catalog: Catalog) -> None:
+    """`estimate --disaggregate P:D --prefill-tp/--prefill-pp` prices the example's unit as the
+    plan's re-check did: same pools, same link (8 NIC lanes, as both replicas have 8
+    accelerators), same rate, same p99s."""
+    report = _plan(EXAMPLE, catalog)
+    alloc = _unit(report)
+    (route,) = alloc["routes"]
+    pools = alloc["disaggregated"]
+    prefill, decode = pools["prefill"], pools["decode"]
+    est = api.estimate("llama-3.1-70b", "h100-sxm", input_len=8000, output_len=400,
+                       input_dist="lognormal:8000:4000", output_dist="lognormal:400:200",
+                       tp=decode["tp"], pp=decode["pp"], ep=decode["ep"],
+                       precision=alloc["precision"], max_batch=alloc["max_batch"],
+                       prefill_chunk=alloc["prefill_chunk"], rate_rps=route["rate_rps"],
+                       disaggregate=f"{prefill['per_unit']}:{decode['per_unit']}",
+                       prefill_tp=prefill["tp"], prefill_pp=prefill["pp"],
+                       prefill_ep=prefill["ep"], catalog=catalog).report
+    dis = est["disaggregated"]
+    assert (dis["prefill_tp"], dis["prefill_pp"]) == (prefill["tp"], prefill["pp"])
+    assert dis["kv_link_bandwidth_bytes_s"] == pools["kv_link_bandwidth_bytes_s"]
+    assert dis["latency"]["ttft_s"]["p99"] == pytest.approx(route["ttft_p99_s"], rel=1e-9)
+    assert dis["latency"]["tpot_s"]["p99"] == pytest.approx(route["tpot_p99_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize(("args", "field", "says"), [
+    (["--prefill-tp", "2"], "prefill_tp", "needs --disaggregate"),
+    (["--disaggregate", "1:1", "--prefill-tp", "3"], "prefill_tp", "does not divide"),
+    (["--disaggregate", "1:1", "--prefill-pp", "0"], "prefill_pp", "must be >= 1"),
+])
+def test_bad_prefill_parallelism_is_a_located_error(args: list[str], field: str,
+                                                    says: str) -> None:
+    code = "from fleetplan.plan.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "estimate", "--model", "llama-3.1-8b", "--accelerator",
+         "h100-sxm", "--input-len", "1000", "--output-len", "100", "--rate", "1", *args],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert field in result.stderr and says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compare_plots_and_sheets_mark_the_pools(catalog: Catalog) -> None:
+    """Every view of a plan says which allocation is a unit of two pools and how each is
+    split: `compare SPEC --accelerators`'s rows, the Pareto plot's chosen candidates (a unit
+    has no point on the co-located fronts, so it is listed beside them, never starred on the
+    front point of its decode configuration) and the spreadsheet's allocations view."""
+    from fleetplan.plan.compare import option_row
+    from fleetplan.plan.excel import ALLOCATION_HEADER, FLEETPLAN_PLAN
+    from fleetplan.plan.plots import pareto_data
+
+    report = _plan(EXAMPLE, catalog)
+    unit, colocated = _unit(report), [a for a in report["allocations"]
+                                      if not a.get("disaggregated")]
+    pools = "1x(3P tp2pp4 + 1D tp8pp1)"
+    labels = {id(a): "tp{tp}pp{pp}".format(**a) for a in colocated} | {id(unit): pools}
+    assert colocated and option_row(["h100-sxm"], report)["allocations"] == [
+        f"{a['count']}x h100-sxm {labels[id(a)]} fp8" for a in report["allocations"]]
+    data = pareto_data(report)
+    assert f"h100-sxm {pools} fp8 b{unit['max_batch']}" in data.off_front
+    assert len(data.chosen) + len(data.off_front) == len(report["allocations"])
+    table = FLEETPLAN_PLAN(str(EXAMPLE), "allocations")
+    column = ALLOCATION_HEADER.index("pools")
+    assert table[0] == ALLOCATION_HEADER
+    assert sorted(str(row[column]) for row in table[1:-1]) == sorted(
+        pools if a is unit else "None" for a in report["allocations"])
