@@ -250,26 +250,10 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
     if mix.feasible and objective != "energy":
         # The energy objective prices load as a share of each row's capacity, so a tighter
         # limit would change the objective the solver proved; its plan keeps the limits solved.
-        refined = _smallest_limits(families, owned, choices, buckets, capacity, problem, mix,
-                                   space.max_batch)
+        refined = _refine_limits(families, owned, choices, groups, buckets, capacity, idle,
+                                 busy, problem, mix, space.max_batch)
         if refined is not None:
-            rows_of, capacity, moved_replicas, moved_routing = refined
-            choices += [replace(choices[c], name=_limit_name(choices[c], limit),
-                                max_batch=limit) for c, limit in rows_of]
-            idle += [idle[c] for c, _ in rows_of]
-            busy += [busy[c] for c, _ in rows_of]
-            # Each new row right after the row it refines, so reports keep their order.
-            n = len(choices) - len(rows_of)
-            order = sorted(range(len(choices)),
-                           key=lambda j: (j if j < n else rows_of[j - n][0], j))
-            choices = [choices[j] for j in order]
-            idle, busy = [idle[j] for j in order], [busy[j] for j in order]
-            capacity, moved_replicas = capacity[order], moved_replicas[order]
-            moved_routing = moved_routing[:, order]
-            problem = _problem(choices, groups, buckets, capacity, idle, busy,
-                               objective=objective, routing=routing, headroom=headroom,
-                               time_limit_s=time_limit_s)
-            mix = restate(problem, mix.facts, moved_replicas, moved_routing)
+            choices, capacity, problem, mix = refined
     served = _recheck(families, choices, buckets, capacity, [(problem.demand_rps, mix)],
                       headroom)[0]
     return FleetPlan(tuple(choices), tuple(groups), tuple(buckets), capacity, problem, mix,
@@ -282,6 +266,35 @@ def _prefill_parallel(u: Units, j: int) -> tuple[int, int, int] | None:
     """Unit j's prefill (tp, pp, ep) where it differs from its decode pool's, else None."""
     prefill = (int(u.prefill_tp[j]), int(u.prefill_pp[j]), int(u.prefill_ep[j]))
     return None if prefill == (int(u.tp[j]), int(u.pp[j]), int(u.ep[j])) else prefill
+
+
+def _refine_limits(families: list[Family], owned: list[list[int]], choices: list[Choice],
+                   groups: list[Group], buckets: list[BucketLoad], capacity: FloatArray,
+                   idle: list[float], busy: list[float], problem: MixProblem, mix: MixResult,
+                   limits: tuple[int, ...]
+                   ) -> tuple[list[Choice], FloatArray, MixProblem, MixResult] | None:
+    """The solved plan with each chosen candidate at its smallest sufficient batch limit (see
+    `_smallest_limits`): the candidates with the new rows, each right after the row it
+    refines (so reports keep their order), their capacities, the problem rebuilt over them and
+    the mix restated on it; None when nothing changes."""
+    refined = _smallest_limits(families, owned, choices, buckets, capacity, problem, mix,
+                               limits)
+    if refined is None:
+        return None
+    rows_of, capacity, moved_replicas, moved_routing = refined
+    choices = choices + [replace(choices[c], name=_limit_name(choices[c], limit),
+                                 max_batch=limit) for c, limit in rows_of]
+    idle = idle + [idle[c] for c, _ in rows_of]
+    busy = busy + [busy[c] for c, _ in rows_of]
+    n = len(choices) - len(rows_of)
+    order = sorted(range(len(choices)), key=lambda j: (j if j < n else rows_of[j - n][0], j))
+    choices = [choices[j] for j in order]
+    problem = _problem(choices, groups, buckets, capacity[order], [idle[j] for j in order],
+                       [busy[j] for j in order], objective=problem.objective,
+                       routing=problem.routing, headroom=problem.headroom,
+                       time_limit_s=problem.time_limit_s)
+    return (choices, capacity[order], problem,
+            restate(problem, mix.facts, moved_replicas[order], moved_routing[:, order]))
 
 
 def _limit_name(ch: Choice, limit: int) -> str:
