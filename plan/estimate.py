@@ -336,7 +336,7 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
     prefill = None
     if req.disaggregate is not None:
         ptp, ppp, pep = prefill_parallel(req)
-        own = replace(req, tp=ptp, pp=ppp, ep=pep, attention_dp=None)
+        own = replace(req, tp=ptp, pp=ppp, ep=pep)
         try:
             _check_fit(own, arch, acc)
         except SpecError as err:
@@ -344,7 +344,7 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
         prefill = rep if (ptp, ppp, pep) == (req.tp, req.pp, req.ep) else build_replica(
             arch, device, tp=ptp, pp=ppp, ep=pep, weight_precision=req.precision,
             kv_precision=req.kv_precision, kv_offload=host is not None,
-            tokens_per_step=budget)
+            tokens_per_step=budget, attn_dp=req.attention_dp)
     return Resolved(rep, spec, engine, eff, host, prefill)
 
 

@@ -459,8 +459,9 @@ def plan_result(spec: Any, accelerators: Any = None) -> api.PlanResult:
     return _plan_mapping(text, _inputs(api.load_spec(given, source=RANGE_SOURCE)), pool)
 
 
-ALLOCATION_HEADER = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision",
-                     "max_batch", "prefill_chunk", "cost_usd_h", "load_fraction", "pools"]
+ALLOCATION_HEADER = ["accelerator", "count", "replicas", "tp", "pp", "ep", "attention_dp",
+                     "precision", "max_batch", "prefill_chunk", "cost_usd_h", "load_fraction",
+                     "pools"]
 """tp, pp and ep of a disaggregated allocation are its decode replicas'; "pools" then says
 its units and each pool's replicas and parallelism ("1x(3P tp2pp4 + 1D tp8pp1)"), and is
 empty for co-located replicas."""
@@ -485,7 +486,7 @@ def _plan_table(result: api.PlanResult, view: str) -> Table:
                 for a in report["allocations"]]
         total = ["total", report["accelerators"], sum(a["replicas"] for a in
                                                       report["allocations"])]
-        total += [None] * 6 + [report["cost_usd_h"], None, None]
+        total += [None] * 7 + [report["cost_usd_h"], None, None]
         return [ALLOCATION_HEADER, *body, total]
     body = []
     for w in report["workloads"]:

@@ -103,11 +103,12 @@ def fmt_si(value: float | None, unit: str, digits: int = 3) -> str:
 
 def parallelism_label(alloc: Mapping[str, Any]) -> str:
     """An allocation's parallelism (from a plan report's JSON) in a few characters: "tp4pp2"
-    ("ep8" added where experts spread), or a disaggregated allocation's units and pools,
-    "1x(3P tp2pp4 + 1D tp8pp1)"."""
+    ("ep8" and "adp8" added where experts or attention spread), or a disaggregated
+    allocation's units and pools, "1x(3P tp2pp4 + 1D tp8pp1)"."""
     def par(x: Mapping[str, Any]) -> str:
         ep = f"ep{x['ep']}" if x.get("ep", 1) != 1 else ""
-        return f"tp{x['tp']}pp{x['pp']}{ep}"
+        adp = f"adp{x['attention_dp']}" if x.get("attention_dp", 1) != 1 else ""
+        return f"tp{x['tp']}pp{x['pp']}{ep}{adp}"
 
     d = alloc.get("disaggregated")
     if not d:

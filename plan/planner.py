@@ -147,7 +147,8 @@ def _space(loaded: LoadedSpec) -> SearchSpace:
                        tuple(sorted(set(o.max_batch))),
                        None if o.prefill_chunk is None else tuple(sorted(set(o.prefill_chunk))),
                        o.allow_cross_node_tp, o.shortlist, o.disaggregation, o.pd_pairs,
-                       o.pd_parallelism)
+                       o.pd_parallelism,
+                       None if o.attention_dp is None else tuple(sorted(set(o.attention_dp))))
 
 
 def _measured_capacity(inputs: PlanInputs) -> np.ndarray:

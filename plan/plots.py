@@ -368,8 +368,9 @@ class ParetoData:
 
 def _candidate_label(c: Mapping[str, Any]) -> str:
     ep = f" ep{c['ep']}" if c.get("ep", 1) != 1 else ""
+    adp = f" adp{c['attention_dp']}" if c.get("attention_dp", 1) != 1 else ""
     batch = f" b{c['max_batch']}" if c.get("max_batch") is not None else ""
-    return f"tp{c['tp']} pp{c['pp']}{ep} {c['precision']}{batch}"
+    return f"tp{c['tp']} pp{c['pp']}{ep}{adp} {c['precision']}{batch}"
 
 
 def pareto_data(report: Mapping[str, Any]) -> ParetoData:
@@ -385,7 +386,7 @@ def pareto_data(report: Mapping[str, Any]) -> ParetoData:
             point = ParetoPoint(ttft, cost, _candidate_label(c))
             pts.append(point)
             on_front[(fam["family"], c["precision"], c["tp"], c["pp"], c["ep"],
-                      c["max_batch"])] = point
+                      c.get("attention_dp", 1), c["max_batch"])] = point
         fronts.append((str(fam["family"]), tuple(sorted(pts, key=lambda p: p.ttft_p99_s))))
     model_of = {w["name"]: w.get("model") for w in report.get("workloads", [])}
     chosen, off = [], []
@@ -399,7 +400,7 @@ def pareto_data(report: Mapping[str, Any]) -> ParetoData:
         models = sorted({m for r in a["routes"] if (m := model_of.get(r["workload"]))})
         hits = [(f"{m}@{a['accelerator']}", on_front[key]) for m in models
                 if (key := (f"{m}@{a['accelerator']}", a["precision"], a["tp"], a["pp"],
-                            a["ep"], a["max_batch"])) in on_front]
+                            a["ep"], a.get("attention_dp", 1), a["max_batch"])) in on_front]
         chosen += hits
         if not hits:
             off.append(f"{a['replicas']}x {a['accelerator']} {_candidate_label(a)}")

@@ -24,7 +24,9 @@ from .spec import HOURS_PER_DAY
 # still validate.
 # 1.4: a disaggregated allocation's pools may differ in parallelism: its `disaggregated`
 # pools carry each one's tp, pp and ep, and the allocation's own are its decode pool's (its
-# `count` stays every accelerator of both pools). The fields are those of 1.3.
+# `count` stays every accelerator of both pools); `attention_dp` (attention data-parallel
+# groups, now a search axis) on allocations, pools and Pareto points. 1.0-1.3 reports still
+# validate.
 SCHEMA_VERSION = "1.4"
 SECONDS_PER_HOUR = 3600.0
 # A re-checked latency or load this far past its bound is a finding, not rounding.
@@ -77,6 +79,8 @@ class PoolOut(_Out):
     tp: int
     pp: int
     ep: int
+    attention_dp: int = Field(default=1, description="attention data-parallel groups inside "
+                              "the tensor group (1: attention over the whole group)")
     precision: str
     max_batch: int | None = Field(description="batch limit (decode pool)")
     prefill_chunk: int | None = Field(description="tokens per prefill step (prefill pool)")
@@ -103,6 +107,8 @@ class Allocation(_Out):
                     "allocation's decode replicas; `disaggregated` has each pool's)")
     pp: int = Field(description="pipeline stages of a replica (as tp)")
     ep: int = Field(description="expert-parallel width of a replica (as tp)")
+    attention_dp: int = Field(default=1, description="attention data-parallel groups inside "
+                              "the tensor group (1: attention over the whole group)")
     precision: str
     max_batch: int | None
     prefill_chunk: int | None
@@ -150,6 +156,7 @@ class ParetoPoint(_Out):
     tp: int
     pp: int
     ep: int
+    attention_dp: int = 1
     max_batch: int
     cost_usd_per_million_output_tokens: float
     ttft_p99_s: float
@@ -270,7 +277,7 @@ def build_report(inputs: PlanInputs, plan: FleetPlan, *, timings: bool = False) 
         allocations.append(Allocation(
             accelerator=plan.groups[ch.group].accelerator, count=n * ch.devices,
             replicas=n * (ch.n_prefill + ch.n_decode) if pools else n,
-            tp=ch.tp, pp=ch.pp, ep=ch.ep, precision=ch.precision,
+            tp=ch.tp, pp=ch.pp, ep=ch.ep, attention_dp=ch.attn_dp, precision=ch.precision,
             max_batch=None if measured else ch.max_batch,
             prefill_chunk=None if measured else ch.prefill_chunk,
             cost_usd_h=n * ch.cost_usd_h, load_fraction=float(mix.utilization[c]) *
@@ -366,7 +373,8 @@ def _pools(ch: Choice, units: int) -> Disaggregated | None:
              chunk: int | None) -> PoolOut:
         tp, pp, ep = par
         return PoolOut(replicas=units * per_unit, per_unit=per_unit, tp=tp, pp=pp, ep=ep,
-                       precision=ch.precision, max_batch=max_batch, prefill_chunk=chunk)
+                       attention_dp=ch.attn_dp, precision=ch.precision, max_batch=max_batch,
+                       prefill_chunk=chunk)
 
     return Disaggregated(
         units=units, prefill=pool(ch.n_prefill, ch.prefill_tp_pp_ep, None, ch.prefill_chunk),
@@ -490,7 +498,8 @@ def _family_out(plan: FleetPlan, k: int) -> FamilyOut:
         for j in np.flatnonzero(front):
             points.append(ParetoPoint(
                 family=c.family.key, precision=str(c.precision[j]), tp=int(c.tp[j]),
-                pp=int(c.pp[j]), ep=int(c.ep[j]), max_batch=int(c.max_batch[j]),
+                pp=int(c.pp[j]), ep=int(c.ep[j]), attention_dp=int(c.attn_dp[j]),
+                max_batch=int(c.max_batch[j]),
                 cost_usd_per_million_output_tokens=float(per_mtok[j]),
                 ttft_p99_s=float(ttft[j]), goodput_rps=float(mixed[j])))
     units = next((u for u in plan.units if u.family.key == c.family.key), None)
@@ -580,11 +589,14 @@ def _pct(value: float | None) -> str:
 
 
 def allocation_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    headers = ["accelerator", "count", "replicas", "tp", "pp", "ep", "precision", "max batch",
-               "USD/h", "load", "routes"]
+    # Attention data parallelism gets a column where a plan uses it.
+    adp = any(a.attention_dp != 1 for a in report.allocations)
+    headers = ["accelerator", "count", "replicas", "tp", "pp", "ep",
+               *(["attention dp"] if adp else []), "precision", "max batch", "USD/h", "load",
+               "routes"]
     rows = [[a.accelerator, str(a.count), _replicas(a), *_parallelism(a),
-             a.precision, _fmt(a.max_batch, "d"), f"{a.cost_usd_h:.2f}",
-             f"{a.load_fraction:.0%}",
+             *([str(a.attention_dp)] if adp else []), a.precision, _fmt(a.max_batch, "d"),
+             f"{a.cost_usd_h:.2f}", f"{a.load_fraction:.0%}",
              "; ".join(f"{r.bucket} {r.share:.0%}" for r in a.routes)]
             for a in report.allocations]
     return headers, rows

@@ -184,6 +184,10 @@ class Options(_Strict):
     pp: IntList = [1, 2, 4]
     ep: IntList | None = Field(default=None, description="expert-parallel degrees for MoE "
                                "models (default: 1 and the whole tensor-parallel group)")
+    attention_dp: IntList | None = Field(
+        default=None, description="attention data-parallel groups inside the tensor group to "
+        "search (each TP width takes those that divide it and the attention heads; 1: "
+        "attention over the whole group); default: the engine's choice for the model")
     max_batch: IntList = Field(default=[8, 16, 32, 64, 128, 256, 512], description=(
         "batch limits (sequences per micro-batch); each replica gets the smallest listed "
         "that carries its planned load"))

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..models.arrays import BoolArray, FloatArray
 from ..models.disaggregation import KvLink, Pools, decode_step, goodput_disaggregated
-from ..models.inference import Replica, build_replica
+from ..models.inference import Replica
 from ..models.queueing import QUANTILES, Slo, Workload
 from .search import (
     GOODPUT_ITERATIONS,
@@ -47,6 +47,7 @@ from .search import (
     busy_power,
     exact_passes,
     idle_power,
+    replica_of,
     rows_at_limits,
     stack_loads,
 )
@@ -69,6 +70,8 @@ class Units:
     """The decode replicas' tensor-parallel width (so pp and ep: the decode pool's)."""
     pp: np.ndarray
     ep: np.ndarray
+    attn_dp: np.ndarray
+    """Attention data-parallel groups inside each replica's tensor group (both pools')."""
     prefill_tp: np.ndarray
     """The prefill replicas' parallelism."""
     prefill_pp: np.ndarray
@@ -160,9 +163,7 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
     rows, nb = int(g["tp"].size), len(buckets)
     prefill_rps, decode_rps = np.zeros((rows, nb)), np.zeros((rows, nb))
     col = {k: v[:, np.newaxis] for k, v in g.items()}
-    rep = build_replica(family.arch, family.device, tp=col["tp"], pp=col["pp"], ep=col["ep"],
-                        weight_precision=col["precision"],
-                        tokens_per_step=col["prefill_chunk"])
+    rep = replica_of(family, col)
     by_hit: dict[float, list[int]] = {}
     for k, b in enumerate(buckets):
         by_hit.setdefault(b.load.prefix_hit, []).append(k)
@@ -195,11 +196,12 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
 
 
 def _pairs(g: dict[str, np.ndarray], shared: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Every (prefill row, decode row) of the screened grid `g` that shares the weight format
-    and the prefill chunk (with `shared`, the same row), ordered by prefill row then decode
-    row."""
-    same = (g["precision"][:, np.newaxis] == g["precision"][np.newaxis, :]) \
-        & (g["prefill_chunk"][:, np.newaxis] == g["prefill_chunk"][np.newaxis, :])
+    """Every (prefill row, decode row) of the screened grid `g` that shares the weight format,
+    the prefill chunk and the attention data-parallel groups (with `shared`, the same row),
+    ordered by prefill row then decode row."""
+    same = np.ones((g["tp"].size, g["tp"].size), dtype=bool)
+    for axis in ("precision", "prefill_chunk", "attn_dp"):
+        same &= g[axis][:, np.newaxis] == g[axis][np.newaxis, :]
     if shared:
         same &= np.eye(same.shape[0], dtype=bool)
     p_row, d_row = np.nonzero(same)
@@ -302,8 +304,9 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     idle = idle_power(family, devices.astype(float))
     busy = busy_power(family, sel_p, buckets) * u_p + busy_power(family, sel, buckets) * u_d
     return Units(family, sel["precision"][m], sel["tp"][m], sel["pp"][m], sel["ep"][m],
-                 sel_p["tp"][m], sel_p["pp"][m], sel_p["ep"][m], sel["max_batch"][m],
-                 sel["prefill_chunk"][m], u_p[m], u_d[m], devices[m], cost_u[m], idle[m],
+                 sel["attn_dp"][m], sel_p["tp"][m], sel_p["pp"][m], sel_p["ep"][m],
+                 sel["max_batch"][m], sel["prefill_chunk"][m], u_p[m], u_d[m], devices[m],
+                 cost_u[m], idle[m],
                  busy[m], path[m], bw[m], lat[m], efficiency, gp[m], binding[m], ttft99[m],
                  tpot99[m], int(score.size), n_units * nb, space.pd_ratios)
 
@@ -324,9 +327,8 @@ def _empty(family: Family, nb: int, screened: int,
     none = np.zeros(0, dtype=np.int64)
     empty = np.zeros(0)
     return Units(family, np.zeros(0, dtype=object), none, none, none, none, none, none, none,
-                 none, none, none, none, empty, empty, empty, np.zeros(0, dtype=object), empty,
-                 empty,
-                 family.device.fabric.efficiency, np.zeros((0, nb)),
+                 none, none, none, none, none, empty, empty, empty, np.zeros(0, dtype=object),
+                 empty, empty, family.device.fabric.efficiency, np.zeros((0, nb)),
                  np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
                  screened, 0, ratios)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..models.arrays import FloatArray
 from ..models.disaggregation import KvLink, serve_disaggregated
-from ..models.inference import Replica, build_replica
+from ..models.inference import Replica
 from ..models.queueing import serve as serve_load
 from ..models.queueing import slo_slack
 from .disaggregated import SCALE_UP, Units, search_units, unit_goodput_at_limits
@@ -32,6 +32,7 @@ from .search import (
     Family,
     SearchSpace,
     goodput_of_rows,
+    replica_of,
     rows_at_limits,
     screen,
     search_family,
@@ -78,6 +79,8 @@ class Choice:
     prefill_parallel: tuple[int, int, int] | None = None
     """A disaggregated unit's prefill replicas' (tp, pp, ep); tp, pp and ep above are then its
     decode replicas'. None: as tp, pp and ep."""
+    attn_dp: int = 1
+    """Attention data-parallel groups inside the tensor group (of both pools of a unit)."""
 
     @property
     def disaggregated(self) -> bool:
@@ -155,19 +158,23 @@ class FleetPlan:
     """Whether a TP group may span nodes (as placed)."""
 
 
+def _par_name(tp: int, pp: int, ep: int, attn_dp: int) -> str:
+    """tpTppP, with epE and adpA where experts or attention spread."""
+    return (f"tp{tp}pp{pp}{f'ep{ep}' if ep > 1 else ''}"
+            f"{f'adp{attn_dp}' if attn_dp > 1 else ''}")
+
+
 def _choice_name(c: Candidates, j: int) -> str:
-    return (f"{c.family.key}/{c.precision[j]}/tp{c.tp[j]}pp{c.pp[j]}"
-            f"{f'ep{c.ep[j]}' if c.ep[j] > 1 else ''}/b{c.max_batch[j]}/c{c.prefill_chunk[j]}")
+    return (f"{c.family.key}/{c.precision[j]}/{_par_name(c.tp[j], c.pp[j], c.ep[j], c.attn_dp[j])}"
+            f"/b{c.max_batch[j]}/c{c.prefill_chunk[j]}")
 
 
 def _unit_name(u: Units, j: int) -> str:
     """family/format/parallelism/pdP:D/bB/cC; the parallelism is one for both pools when they
     share it, else the prefill pool's and the decode pool's (pTPxPP-dTPxPP)."""
-    def par(tp: int, pp: int, ep: int) -> str:
-        return f"tp{tp}pp{pp}{f'ep{ep}' if ep > 1 else ''}"
-
-    decode = par(u.tp[j], u.pp[j], u.ep[j])
-    prefill = par(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j])
+    adp = int(u.attn_dp[j])
+    decode = _par_name(u.tp[j], u.pp[j], u.ep[j], adp)
+    prefill = _par_name(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j], adp)
     pools = decode if prefill == decode else f"p{prefill}-d{decode}"
     return (f"{u.family.key}/{u.precision[j]}/{pools}/pd{u.n_prefill[j]}:{u.n_decode[j]}"
             f"/b{u.max_batch[j]}/c{u.prefill_chunk[j]}")
@@ -220,7 +227,7 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                                   str(cands.precision[j]), int(cands.tp[j]), int(cands.pp[j]),
                                   int(cands.ep[j]), int(cands.max_batch[j]),
                                   int(cands.prefill_chunk[j]), int(cands.devices[j]),
-                                  float(cands.cost_usd_h[j])))
+                                  float(cands.cost_usd_h[j]), attn_dp=int(cands.attn_dp[j])))
             rows.append(cap)
             idle.append(float(cands.power_idle_w[j]))
             busy.append(float(cands.power_busy_w[j]))
@@ -239,7 +246,7 @@ def plan_fleet(families: list[Family], family_group: list[int], groups: list[Gro
                                   int(units.prefill_chunk[j]), int(units.devices[j]),
                                   float(units.cost_usd_h[j]), int(units.n_prefill[j]),
                                   int(units.n_decode[j]), units.link(j), str(units.kv_path[j]),
-                                  _prefill_parallel(units, j)))
+                                  _prefill_parallel(units, j), int(units.attn_dp[j])))
             rows.append(cap)
             idle.append(float(units.power_idle_w[j]))
             busy.append(float(units.power_busy_w[j]))
@@ -382,7 +389,7 @@ def _smallest_limits(families: list[Family], owned: list[list[int]], choices: li
 def _row(ch: Choice) -> dict[str, object]:
     """The grid row of `ch`'s replica (a unit's decode replica), but its batch limit."""
     return {"precision": ch.precision, "tp": ch.tp, "pp": ch.pp, "ep": ch.ep,
-            "prefill_chunk": ch.prefill_chunk}
+            "attn_dp": ch.attn_dp, "prefill_chunk": ch.prefill_chunk}
 
 
 def _prefill_row(ch: Choice) -> dict[str, object]:
@@ -585,15 +592,9 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
         ch = choices[c]
         if c not in replicas:
             fam = by_key[ch.family]
-            replicas[c] = build_replica(fam.arch, fam.device, tp=ch.tp, pp=ch.pp, ep=ch.ep,
-                                        weight_precision=ch.precision,
-                                        tokens_per_step=ch.prefill_chunk)
-            prefill[c] = replicas[c]
-            if ch.prefill_parallel is not None:
-                tp, pp, ep = ch.prefill_parallel
-                prefill[c] = build_replica(fam.arch, fam.device, tp=tp, pp=pp, ep=ep,
-                                           weight_precision=ch.precision,
-                                           tokens_per_step=ch.prefill_chunk)
+            replicas[c] = replica_of(fam, _row(ch))
+            prefill[c] = replicas[c] if ch.prefill_parallel is None \
+                else replica_of(fam, _prefill_row(ch))
         bucket = buckets[b]
         rates = np.array([max(f * capacity[c, b], 1e-9) for _, f in routed])
         # A lone rate goes in as a scalar: the fixed point then iterates exactly as for one

@@ -1,12 +1,12 @@
 """Candidate search: every configuration of one model on one accelerator type, priced by the
 models in vectorised passes.
 
-The grid is precision x TP x PP x EP x max batch x prefill chunk. Shapes the model cannot split
-and replicas whose weights do not fit are masked. A cheap screen over every replica (format,
-parallelism and prefill chunk) and every request bucket (latency floors of one request alone,
-and the roofline throughput limit) ranks the replicas by cost per request/s; the best of them
-per bucket and prefill chunk, and the best of each replica size, then get the full serving
-model: the highest request rate per replica that meets the bucket's latency objectives
+The grid is precision x TP x PP x EP x attention DP x max batch x prefill chunk. Shapes the
+model cannot split and replicas whose weights do not fit are masked. A cheap screen over every
+replica (format, parallelism and prefill chunk) and every request bucket (latency floors of one
+request alone, and the roofline throughput limit) ranks the replicas by cost per request/s; the
+best of them per bucket and prefill chunk, and the best of each replica size, then get the full
+serving model: the highest request rate per replica that meets the bucket's latency objectives
 (goodput), at the largest batch limit listed.
 
 The batch limit is settled by dominance rather than ranked. It only caps how many sequences
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from ..models.inference import (
     IDLE_POWER_FRACTION,
     Replica,
     build_replica,
+    default_attention_dp,
     max_throughput,
     static,
 )
@@ -75,6 +76,9 @@ class SearchSpace:
     pd_parallelism: Literal["independent", "shared"] = "independent"
     """independent: a unit's prefill and decode replicas may differ in TP, PP and EP;
     shared: both pools run one parallelism (engines that need it)."""
+    attention_dp: tuple[int, ...] | None = None
+    """Attention data-parallel groups inside the tensor group (each TP width takes the values
+    that divide it); None: the engine's choice for the model."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class Candidates:
     tp: np.ndarray
     pp: np.ndarray
     ep: np.ndarray
+    attn_dp: np.ndarray
+    """Attention data-parallel groups inside the tensor group."""
     max_batch: np.ndarray
     prefill_chunk: np.ndarray
     devices: np.ndarray
@@ -146,26 +152,33 @@ def grid(family: Family, space: SearchSpace) -> dict[str, np.ndarray]:
     acc, arch = family.device.accelerator, family.arch
     engine = family.device.engine
     chunks = space.prefill_chunk or (engine.max_tokens_per_step,)
-    rows: list[tuple[str, int, int, int]] = []
+    rows: list[tuple[str, int, int, int, int]] = []
     for prec, tp, pp in itertools.product(space.precisions, space.tp, space.pp):
         if not acc.runs(prec) or tp * pp > family.max_devices:
             continue
         if tp > family.scale_up_domain and not space.allow_cross_node_tp:
             continue
         eps = space.ep if space.ep is not None else ((1, tp) if arch.moe else (1,))
-        rows.extend((prec, tp, pp, ep) for ep in sorted(set(eps)))
+        adps = space.attention_dp if space.attention_dp is not None else \
+            (int(default_attention_dp(arch, family.device, tp)),)
+        rows.extend((prec, tp, pp, ep, adp) for ep in sorted(set(eps))
+                    for adp in sorted(set(adps)))
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return {"precision": np.zeros(0, dtype=object), "tp": empty, "pp": empty,
-                "ep": empty, "max_batch": empty, "prefill_chunk": empty}
+                "ep": empty, "attn_dp": empty, "max_batch": empty, "prefill_chunk": empty}
     prec_a = np.array([r[0] for r in rows], dtype=object)
-    tp_a, pp_a, ep_a = (np.array([r[k] for r in rows], dtype=np.int64) for k in (1, 2, 3))
-    keep = parallel_fits(arch, tp_a, pp_a, ep_a)
+    tp_a, pp_a, ep_a, adp_a = (np.array([r[k] for r in rows], dtype=np.int64)
+                               for k in (1, 2, 3, 4))
+    # Attention groups that do not divide a row's TP width (or split the heads unevenly)
+    # are left out with the shapes the model cannot split.
+    keep = parallel_fits(arch, tp_a, pp_a, ep_a, adp_a)
     base = np.flatnonzero(keep)
     idx, mb, ch = (a.ravel() for a in np.meshgrid(base, np.asarray(space.max_batch),
                                                    np.asarray(chunks), indexing="ij"))
     return {"precision": prec_a[idx], "tp": tp_a[idx], "pp": pp_a[idx], "ep": ep_a[idx],
-            "max_batch": mb.astype(np.int64), "prefill_chunk": ch.astype(np.int64)}
+            "attn_dp": adp_a[idx], "max_batch": mb.astype(np.int64),
+            "prefill_chunk": ch.astype(np.int64)}
 
 
 def _floor_ratio(slo: Slo, output_len: Lengths, ttft_at: dict[str, FloatArray],
@@ -216,13 +229,20 @@ class Screen:
         return int(self.floor.size)
 
 
+def replica_of(family: Family, rows: Mapping[str, Any]) -> Replica:
+    """The family's replicas of grid rows `rows` (arrays, which broadcast as given, or one
+    row's values): their format, parallelism and prefill chunk (the batch limit is not the
+    replica's)."""
+    return build_replica(family.arch, family.device, tp=rows["tp"], pp=rows["pp"],
+                         ep=rows["ep"], attn_dp=rows["attn_dp"],
+                         weight_precision=rows["precision"],
+                         tokens_per_step=rows["prefill_chunk"])
+
+
 def _replica(family: Family, rows: dict[str, np.ndarray]) -> Replica:
     """The family's replicas of the grid rows `rows`, one per row along axis 0 (shape
     (rows, 1), to broadcast against buckets along axis 1)."""
-    col = {k: v[:, np.newaxis] for k, v in rows.items()}
-    return build_replica(family.arch, family.device, tp=col["tp"], pp=col["pp"], ep=col["ep"],
-                         weight_precision=col["precision"],
-                         tokens_per_step=col["prefill_chunk"])
+    return replica_of(family, {k: v[:, np.newaxis] for k, v in rows.items()})
 
 
 def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +250,7 @@ def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     memory plan and step times; the batch limit does not): the first row of each, and which
     of them each row is."""
     codes, sizes = [], []
-    for axis in ("precision", "tp", "pp", "ep", "prefill_chunk"):
+    for axis in ("precision", "tp", "pp", "ep", "attn_dp", "prefill_chunk"):
         values, code = np.unique(g[axis].astype(str) if axis == "precision" else g[axis],
                                  return_inverse=True)
         codes.append(code.reshape(-1))
@@ -312,7 +332,10 @@ def screen(family: Family, buckets: list[BucketLoad], space: SearchSpace) -> Scr
         t_lo, t_hi = one.tpot_s, full.tpot_s
         rate_lo = one.output_tok_s_total
         for _ in range(SCREEN_BATCH_STEPS):
-            frac = (tpot_bound - t_lo) / np.where(t_hi > t_lo, t_hi - t_lo, np.inf)
+            # Buckets without a TPOT objective give inf / inf here; only rows `over` it are
+            # read.
+            with np.errstate(invalid="ignore"):
+                frac = (tpot_bound - t_lo) / np.where(t_hi > t_lo, t_hi - t_lo, np.inf)
             mid = np.clip(np.floor(lo + np.clip(frac, 0.0, 1.0) * (hi - lo)), lo, hi)
             est = max_throughput(replicas, max_batch=mid / pp, **inputs)
             meets = est.tpot_s <= tpot_bound
@@ -386,18 +409,18 @@ def search_family(family: Family, buckets: list[BucketLoad], space: SearchSpace,
             tpot99[c_idx, b_idx] = np.where(rate > 0, at.tpot.p99, np.nan)
     busy = busy_power(family, sel, buckets)
     return Candidates(
-        family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["max_batch"],
-        sel["prefill_chunk"], devices[keep], cost[keep], idle_power(family, devices[keep]),
-        busy, gp, binding, ttft99, tpot99, n_grid, sc.fitting, n_fit * len(buckets),
-        n_keep * len(buckets), floors)
+        family, sel["precision"], sel["tp"], sel["pp"], sel["ep"], sel["attn_dp"],
+        sel["max_batch"], sel["prefill_chunk"], devices[keep], cost[keep],
+        idle_power(family, devices[keep]), busy, gp, binding, ttft99, tpot99, n_grid,
+        sc.fitting, n_fit * len(buckets), n_keep * len(buckets), floors)
 
 
 def rows_at_limits(row: dict[str, object], limits: list[int]) -> dict[str, np.ndarray]:
-    """Grid rows of one replica (`row`'s precision, tp, pp, ep and prefill_chunk), one per
-    batch limit of `limits`."""
+    """Grid rows of one replica (`row`'s precision, tp, pp, ep, attn_dp and prefill_chunk),
+    one per batch limit of `limits`."""
     sel = {k: np.repeat(np.asarray([row[k]], dtype=object if k == "precision" else np.int64),
                         len(limits))
-           for k in ("precision", "tp", "pp", "ep", "prefill_chunk")}
+           for k in ("precision", "tp", "pp", "ep", "attn_dp", "prefill_chunk")}
     sel["max_batch"] = np.asarray(limits, dtype=np.int64)
     return sel
 
@@ -425,10 +448,7 @@ def exact_passes(family: Family, sel: dict[str, np.ndarray], buckets: list[Bucke
         by_slo.setdefault((b.slo, b.load.arrival_cv, b.load.prefix_hit), []).append(k)
     for (slo, _cv, _hit), ks in by_slo.items():
         r_idx, b_idx = (a.ravel() for a in np.meshgrid(np.arange(rows), ks, indexing="ij"))
-        rep = build_replica(family.arch, family.device, tp=sel["tp"][r_idx],
-                            pp=sel["pp"][r_idx], ep=sel["ep"][r_idx],
-                            weight_precision=sel["precision"][r_idx],
-                            tokens_per_step=sel["prefill_chunk"][r_idx])
+        rep = replica_of(family, {k: v[r_idx] for k, v in sel.items()})
         yield slo, r_idx, b_idx, rep, stack_loads([buckets[k].load for k in b_idx])
 
 
@@ -476,7 +496,7 @@ def busy_power(family: Family, sel: dict[str, np.ndarray], buckets: list[BucketL
 def _empty(family: Family, fitting: int, n_grid: int, buckets: list[BucketLoad]) -> Candidates:
     none = np.zeros(0, dtype=np.int64)
     nb = len(buckets)
-    return Candidates(family, np.zeros(0, dtype=object), none, none, none, none, none,
+    return Candidates(family, np.zeros(0, dtype=object), none, none, none, none, none, none,
                       np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, nb)),
                       np.zeros((0, nb), dtype=object), np.zeros((0, nb)), np.zeros((0, nb)),
                       n_grid, fitting, 0, 0,

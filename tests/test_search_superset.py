@@ -101,6 +101,7 @@ def test_each_replica_runs_the_smallest_limit_that_carries_its_load(
         m = a["max_batch"]
         at = limits[:limits.index(m) + 1]
         row = {k: a[k] for k in ("precision", "tp", "pp", "ep", "prefill_chunk")}
+        row["attn_dp"] = a["attention_dp"]
         gp = goodput_of_rows(family, rows_at_limits(row, at), [bucket])[:, 0]
         rate = sum(r["rate_rps"] for r in a["routes"])       # per replica
         assert rate <= gp[-1] * (1 + 1e-6)
