@@ -66,7 +66,13 @@ class Pools:
     n_p: FloatArray
     n_d: FloatArray
     s_p: FloatArray
-    """Service time of one prompt on a prefill replica (s)."""
+    """Time between prompts a prefill replica finishes when busy (s): its prompt latency over
+    its pipeline depth, as it keeps one prompt in each stage."""
+    t_p: FloatArray
+    """Time one prompt takes through a prefill replica (s): its chunks one after another,
+    each through every pipeline stage."""
+    t_at: FloatArray
+    """(percentiles, ...): `t_p` of the prompt at each of `QUANTILES` (s)."""
     budget: FloatArray
     chunks: FloatArray
     i: FloatArray
@@ -93,12 +99,17 @@ class Pools:
         ctx = load.input_len.mean + o.mean / 2.0
         engine = prefill.device.engine
 
-        # Prefill pool: each prompt runs alone, chunked to the token budget.
+        # Prefill pool: each prompt runs alone, chunked to the token budget. A pipeline of pp
+        # stages passes a chunk through them one after another (engines pipeline requests,
+        # not the tokens of one prompt), and holds one prompt per stage while prompts queue:
+        # a prompt takes t_p, and one finishes every t_p / pp.
         budget = arr(engine.max_tokens_per_step if token_budget is None else token_budget)
         chunks = np.ceil(i / budget)
-        s_p = chunks * step_time(prefill, StepShape.of(
-            prefill_tokens=np.minimum(i, budget) / prefill.par.pp, prefill_ctx=i / 2.0,
-            prefill_seqs=1.0 / prefill.par.pp)).time
+        t_p = prompt_time(prefill, i, budget)
+        t_at = np.stack(np.broadcast_arrays(*(prompt_time(
+            prefill, np.maximum(load.input_len.quantile(q) * (1.0 - load.prefix_hit), 1.0),
+            budget) for q in QUANTILES.values())))
+        s_p = t_p / prefill.par.pp
 
         # KV transfer: the whole prompt's cache, each KV value once (heads replicated across
         # TP ranks are sent to each rank from its peer, not across the link).
@@ -119,7 +130,8 @@ class Pools:
         cap_d = slots / (np.maximum(steps, 1.0) * decode_step(decode, slots, ctx)) * n_d
         fits = np.asarray(prefill.memory.fits & decode.memory.fits, dtype=bool)
         capacity = np.where(fits, np.minimum(cap_p, cap_d), 0.0)
-        return cls(prefill, decode, load, n_p, n_d, s_p, budget, chunks, i, transfer, steps,
+        return cls(prefill, decode, load, n_p, n_d, s_p, t_p, arr(t_at), budget, chunks, i,
+                   transfer, steps,
                    ctx, slots, cap_p, cap_d, fits, capacity)
 
     def tau(self, b: FloatArray) -> FloatArray:
@@ -151,17 +163,16 @@ class Pools:
         drift = np.abs(slope) * np.sqrt((2.0 / 3.0) * b)
         tpot = Percentiles(tpot_mean, *(tpot_mean + ndtri(q) * drift
                                         for q in QUANTILES.values()))
-        budget, chunks, i = self.budget, self.chunks, self.i
-
-        def ttft_q(q: float) -> FloatArray:
+        def ttft_q(k: int, q: float) -> FloatArray:
             cond = wait_mean / np.clip(p_wait, 1e-12, 1.0)
             w = np.where(q <= 1.0 - p_wait, 0.0,
                          cond * np.log(np.clip(p_wait, 1e-12, 1.0) / max(1.0 - q, 1e-12)))
-            prompt_q = np.maximum(load.input_len.quantile(q), 1.0)
-            return arr(w + s_p * np.ceil(prompt_q / budget) / chunks
-                       * np.maximum(prompt_q / i, 1.0))
+            # The wait's percentile plus the prompt's own at that percentile (both tails
+            # stacked: a bound on the sum's percentile).
+            return arr(w + self.t_at[k])
 
-        ttft = Percentiles(wait_mean + s_p, *(ttft_q(q) for q in QUANTILES.values()))
+        ttft = Percentiles(wait_mean + self.t_p,
+                           *(ttft_q(k, q) for k, q in enumerate(QUANTILES.values())))
         transfer = self.transfer
 
         def e2e_q(q: float) -> FloatArray:
@@ -181,6 +192,21 @@ class Pools:
                           lam / np.maximum(capacity, 1e-300), capacity, stable,
                           np.minimum(lam, capacity) * o.mean,
                           np.where(unstable, np.inf, wait_mean))
+
+
+def prompt_time(prefill: Replica, tokens: ArrayLike, budget: ArrayLike) -> FloatArray:
+    """Seconds a prompt of `tokens` tokens to compute takes through `prefill` alone: full
+    chunks of `budget` tokens, then what is left of it, each chunk through every pipeline
+    stage in turn, attending at the prompt's mean context."""
+    n, b = arr(tokens), arr(budget)
+    full = np.floor(n / b)
+    rest = n - full * b
+    shape = np.broadcast_shapes(np.shape(n), np.shape(b), np.shape(prefill.par.tp),
+                                np.shape(prefill.par.pp))
+    chunk = np.stack([np.broadcast_to(b, shape), np.broadcast_to(np.maximum(rest, 1.0), shape)])
+    steps = step_time(prefill, StepShape.of(prefill_tokens=chunk, prefill_ctx=n / 2.0,
+                                            prefill_seqs=1.0)).time
+    return arr(np.where(full > 0, full * steps[0], 0.0) + np.where(rest > 0, steps[1], 0.0))
 
 
 def decode_step(decode: Replica, b: ArrayLike, ctx: ArrayLike) -> FloatArray:

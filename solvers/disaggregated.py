@@ -136,20 +136,14 @@ def _tpot_bound(slo: Slo) -> float:
 def _ttft_alone_meets(pools: Pools, buckets: list[BucketLoad]) -> BoolArray:
     """(rows, buckets): whether a prompt alone on a prefill replica, at each TTFT objective's
     percentile of the prompt lengths, meets that objective (a floor: queueing only adds)."""
-    shape = np.broadcast_shapes(np.shape(pools.s_p), np.shape(pools.budget),
-                                np.shape(pools.chunks), np.shape(pools.i))
-    s_p, budget, chunks, i = (np.broadcast_to(x, shape)
-                              for x in (pools.s_p, pools.budget, pools.chunks, pools.i))
-    meets = np.ones(shape, dtype=bool)
+    names = list(QUANTILES)
+    t_at = np.broadcast_to(pools.t_at, (len(names), *np.broadcast_shapes(
+        np.shape(pools.t_at)[1:], np.shape(pools.s_p))))
+    meets = np.ones(t_at.shape[1:], dtype=bool)
     for k, b in enumerate(buckets):
         for metric, pct, bound in b.slo.items():
-            if metric != "ttft":
-                continue
-            prompt = np.maximum(b.load.input_len.quantile(QUANTILES[pct]), 1.0)
-            # As `Pools.at` prices a prompt of that length, without the wait for a replica.
-            alone = s_p[:, k] * np.ceil(prompt / budget[:, k]) / chunks[:, k] \
-                * np.maximum(prompt / i[:, k], 1.0)
-            meets[:, k] &= alone <= bound
+            if metric == "ttft":
+                meets[:, k] &= t_at[names.index(pct), :, k] <= bound
     return meets
 
 

@@ -81,7 +81,13 @@ def test_recheck_and_accounting_hold(reports: dict[str, dict[str, Any]]) -> None
     for name, report in reports.items():
         total = 0
         for a in report["allocations"]:
-            assert a["count"] == a["replicas"] * a["tp"] * a["pp"], name
+            pools = a.get("disaggregated")
+            # A unit's pools may differ in parallelism: its count is each pool's replicas x
+            # that pool's tp x pp.
+            per_replica = [(a["replicas"], a["tp"] * a["pp"])] if not pools else [
+                (p["replicas"], p["tp"] * p["pp"]) for p in (pools["prefill"], pools["decode"])]
+            assert a["count"] == sum(n * d for n, d in per_replica), name
+            assert a["replicas"] == sum(n for n, _d in per_replica), name
             assert a["load_fraction"] <= 1.0 + 1e-9, name
             assert a["routes"], name
             for r in a["routes"]:

@@ -245,12 +245,12 @@ def _unit(report: dict[str, Any]) -> dict[str, Any]:
 
 def test_example_picks_disaggregation(catalog: Catalog) -> None:
     """8k-token prompts on 70B with a 15 ms TPOT objective: a co-located replica's decode steps
-    carry 8192-token prompt chunks. The plan carries most of the load on one unit whose pools
-    are split differently: 3 prefill replicas of TP 2 x PP 4 (a prompt is one long
-    compute-bound step, and pipeline stages pass activations where TP 8 all-reduces them every
-    layer) and 1 decode replica of TP 8 (a decode step streams the weights, fastest over the
-    most HBM): 3 x 8 + 8 = 32 H100s, 40 with a co-located replica beside it, where the
-    co-located plan needs 72 and a unit of one parallelism for both pools 48."""
+    carry 8192-token prompt chunks. The plan is one unit whose pools are split differently:
+    2 prefill replicas of TP 4 x PP 4 (a prompt's time is the TP 4 replica's, and the four
+    stages hold four prompts at once) and 3 decode replicas of TP 4 (each decode step streams
+    the weights; small replicas keep the batch, and so the TPOT, in check): 2 x 16 + 3 x 4 =
+    44 H100s, where the co-located plan needs 72 and units of one parallelism for both pools
+    48."""
     report = _plan(EXAMPLE, catalog)
     base = load_yaml_text(EXAMPLE.read_text(), str(EXAMPLE))
     off = _plan({**base, "options": {"disaggregation": "off"}}, catalog)
@@ -261,15 +261,15 @@ def test_example_picks_disaggregation(catalog: Catalog) -> None:
     alloc = _unit(report)
     pools = alloc["disaggregated"]
     prefill, decode = pools["prefill"], pools["decode"]
-    assert (pools["units"], prefill["per_unit"], decode["per_unit"]) == (1, 3, 1)
-    assert (prefill["tp"], prefill["pp"], decode["tp"], decode["pp"]) == (2, 4, 8, 1)
+    assert (pools["units"], prefill["per_unit"], decode["per_unit"]) == (1, 2, 3)
+    assert (prefill["tp"], prefill["pp"], decode["tp"], decode["pp"]) == (4, 4, 4, 1)
     # The allocation's own parallelism is its decode pool's; its count is both pools'.
     assert (alloc["tp"], alloc["pp"]) == (decode["tp"], decode["pp"])
-    assert alloc["count"] == 3 * 2 * 4 + 1 * 8 * 1 == 32
-    # 32 accelerators: more than an 8-GPU node, so the KV caches go over the NICs, each of the
-    # 8 accelerators of a replica (both pools have 8) over its own 50 GB/s.
+    assert alloc["count"] == 2 * 4 * 4 + 3 * 4 * 1 == 44
+    # 44 accelerators: more than an 8-GPU node, so the KV caches go over the NICs, each of the
+    # 4 accelerators of the smaller replica (a decode replica) over its own 50 GB/s.
     assert pools["kv_link"] == "scale-out"
-    assert pools["kv_link_bandwidth_bytes_s"] == 8 * 50e9
+    assert pools["kv_link_bandwidth_bytes_s"] == 4 * 50e9
     jsonschema.validate(report, report_schema())
     assert report["schema_version"] == "1.4"
     assert "disaggregation" in report["assumptions"]
@@ -333,12 +333,12 @@ def test_recheck_prices_units_through_both_pools(catalog: Catalog) -> None:
                                token_budget=alloc["prefill_chunk"])
     assert route["ttft_p99_s"] == pytest.approx(float(both.ttft.p99), rel=1e-9)
     assert route["tpot_p99_s"] == pytest.approx(float(both.tpot.p99), rel=1e-9)
-    # The unit's four replicas co-located instead, a quarter of the rate each, of either
-    # pool's configuration, miss the TPOT objective.
-    for rep in (prefill, decode):
-        colocated = serve(rep, load.at_rate(route["rate_rps"] / 4),
-                          max_batch=alloc["max_batch"], token_budget=alloc["prefill_chunk"])
-        assert float(colocated.tpot.p99) > 0.015
+    # The unit's 44 accelerators as co-located replicas of its decode configuration instead
+    # (11 of TP 4, an eleventh of the rate each) miss the TPOT objective: their decode steps
+    # carry 8192-token prompt chunks.
+    colocated = serve(decode, load.at_rate(route["rate_rps"] / 11),
+                      max_batch=alloc["max_batch"], token_budget=alloc["prefill_chunk"])
+    assert alloc["count"] == 11 * 4 and float(colocated.tpot.p99) > 0.015
 
 
 def test_units_in_one_domain_are_placed_in_one(catalog: Catalog) -> None:
@@ -366,17 +366,17 @@ def test_units_in_one_domain_are_placed_in_one(catalog: Catalog) -> None:
             if name.startswith(f"{unit.name}/"):
                 pool = name.rsplit("/", 1)[1]
                 held[pool] = held.get(pool, 0) + accelerators
-    # 3 prefill replicas of TP 2 x PP 4 and one decode replica of TP 8, placed pool by pool;
-    # with the 8-GPU co-located replica, 40 GPUs fill 5 nodes of 8.
-    assert held == {"prefill": 24, "decode": 8}
-    assert placement.nodes == 5
+    # 2 prefill replicas of TP 4 x PP 4 and 3 decode replicas of TP 4, placed pool by pool:
+    # 44 GPUs on 6 nodes of 8 (5 hold 40).
+    assert held == {"prefill": 32, "decode": 12}
+    assert placement.nodes == 6
 
 
 def test_table_shows_the_pools(catalog: Catalog) -> None:
     report = api.plan(EXAMPLE, catalog=catalog).report
     _head, rows = allocation_rows(report)
     (row,) = [r for r in rows if "P+" in r[2]]
-    assert row[2:5] == ["4 = 1x(3P+1D)", "2P/8D", "4P/1D"]
+    assert row[2:5] == ["5 = 1x(2P+3D)", "4", "4P/1D"]
     assert row[5] == "1"                          # both pools' ep, shown once
 
 
@@ -407,7 +407,7 @@ def test_measured_capacities_have_no_pools(catalog: Catalog) -> None:
 
 def test_estimate_reproduces_a_planned_unit(catalog: Catalog) -> None:
     """`estimate --disaggregate P:D --prefill-tp/--prefill-pp` prices the example's unit as the
-    plan's re-check did: same pools, same link (8 NIC lanes, as both replicas have 8
+    plan's re-check did: same pools, same link (4 NIC lanes, as a decode replica has 4
     accelerators), same rate, same p99s."""
     report = _plan(EXAMPLE, catalog)
     alloc = _unit(report)
@@ -458,9 +458,9 @@ def test_compare_plots_and_sheets_mark_the_pools(catalog: Catalog) -> None:
     report = _plan(EXAMPLE, catalog)
     unit, colocated = _unit(report), [a for a in report["allocations"]
                                       if not a.get("disaggregated")]
-    pools = "1x(3P tp2pp4 + 1D tp8pp1)"
+    pools = "1x(2P tp4pp4 + 3D tp4pp1)"
     labels = {id(a): "tp{tp}pp{pp}".format(**a) for a in colocated} | {id(unit): pools}
-    assert colocated and option_row(["h100-sxm"], report)["allocations"] == [
+    assert option_row(["h100-sxm"], report)["allocations"] == [
         f"{a['count']}x h100-sxm {labels[id(a)]} fp8" for a in report["allocations"]]
     data = pareto_data(report)
     assert f"h100-sxm {pools} fp8 b{unit['max_batch']}" in data.off_front
