@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fleetplan.hardware import Catalog
 from fleetplan.models.device import Device
+from fleetplan.models.disaggregation import KvLink, Pools
 from fleetplan.models.inference import SpecDecode, build_replica, static, step_time
+from fleetplan.models.queueing import Lengths, Workload
 from fleetplan.models.transformer import StepShape
 
 
@@ -100,3 +103,37 @@ def test_kv_offload_extends_capacity_and_charges_the_link(catalog: Catalog) -> N
     spilled = step_time(offload, shape, kv_demand_tokens=demand)
     resident = step_time(offload, shape, kv_demand_tokens=demand / 10)
     assert float(spilled.time) > float(resident.time)
+
+
+def test_prefill_parallelism_crossover_of_distserve(catalog: Catalog) -> None:
+    # DistServe (Zhong et al., OSDI 2024, section 3.1): for a prefill instance on two GPUs,
+    # intra-operator parallelism (TP 2) cuts a prompt's time D to D / K (K < 2), so it gives
+    # the lower average TTFT at low rates; inter-operator parallelism (PP 2) keeps D but holds
+    # two prompts at once, so it queues less and wins at high rates. With Poisson arrivals and
+    # prompts of one length their M/D/1 forms are TTFT_intra = D/K + R (D/K)^2 / (2 (1 - R D/K))
+    # and TTFT_inter = D + R D^2 / (4 (2 - R D)). Llama 3.1 70B fp8 on H100s, 512-token
+    # prompts (the paper's Figure 4 setup: OPT-66B, 512 tokens).
+    device = _device(catalog, "h100-sxm")
+    arch = catalog.model("llama-3.1-70b")
+    load = Workload(np.asarray(1.0), Lengths.fixed(512), Lengths.fixed(64))
+    link = KvLink(400e9, 5e-6)
+    pools = {name: Pools.of(rep, rep, load, n_prefill=1, n_decode=8, link=link, max_batch=256,
+                            token_budget=None)
+             for name, rep in (("intra", build_replica(arch, device, tp=2,
+                                                       weight_precision="fp8")),
+                               ("inter", build_replica(arch, device, pp=2,
+                                                       weight_precision="fp8")))}
+    d_intra, d_inter = float(pools["intra"].t_p), float(pools["inter"].t_p)
+    # K = D / (D / K): TP 2 speeds a prompt up, but by less than 2.
+    assert 1.5 < d_inter / d_intra < 2.0
+    capacity = 1.0 / d_intra
+    ttft = {name: np.array([float(p.at(f * capacity).ttft.mean) for f in (0.1, 0.9)])
+            for name, p in pools.items()}
+    assert ttft["intra"][0] < ttft["inter"][0]          # low rate: TP wins
+    assert ttft["inter"][1] < ttft["intra"][1]          # high rate: PP wins
+    for f, intra, inter in zip((0.1, 0.9), ttft["intra"], ttft["inter"], strict=True):
+        r = f * capacity
+        assert intra == pytest.approx(d_intra + r * d_intra**2 / (2 * (1 - r * d_intra)),
+                                      rel=1e-6)
+        assert inter == pytest.approx(d_inter + r * d_inter**2 / (4 * (2 - r * d_inter)),
+                                      rel=1e-6)
