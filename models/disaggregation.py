@@ -201,12 +201,13 @@ def prompt_time(prefill: Replica, tokens: ArrayLike, budget: ArrayLike) -> Float
     n, b = arr(tokens), arr(budget)
     full = np.floor(n / b)
     rest = n - full * b
-    shape = np.broadcast_shapes(np.shape(n), np.shape(b), np.shape(prefill.par.tp),
-                                np.shape(prefill.par.pp))
-    chunk = np.stack([np.broadcast_to(b, shape), np.broadcast_to(np.maximum(rest, 1.0), shape)])
-    steps = step_time(prefill, StepShape.of(prefill_tokens=chunk, prefill_ctx=n / 2.0,
-                                            prefill_seqs=1.0)).time
-    return arr(np.where(full > 0, full * steps[0], 0.0) + np.where(rest > 0, steps[1], 0.0))
+
+    def step(chunk: FloatArray) -> FloatArray:
+        return step_time(prefill, StepShape.of(prefill_tokens=chunk, prefill_ctx=n / 2.0,
+                                               prefill_seqs=1.0)).time
+
+    return arr(np.where(full > 0, full * step(b), 0.0)
+               + np.where(rest > 0, step(np.maximum(rest, 1.0)), 0.0))
 
 
 def decode_step(decode: Replica, b: ArrayLike, ctx: ArrayLike) -> FloatArray:

@@ -81,16 +81,18 @@ class EstimateRequest:
     prefix_hit: float = 0.0
     disaggregate: str | None = None
     """"P:D": serve the rate with P prefill and D decode replicas instead of colocated ones."""
+    attention_dp: int | None = None
+    """Attention data-parallel groups inside the tensor group (None: the engine's default);
+    with `disaggregate`, the decode replicas' (a prefill replica runs one prompt at a time,
+    with attention over its whole group)."""
+    classes: tuple[str, ...] = ()
+    """Request classes sharing the replica, each "name=N share=S input=DIST output=DIST
+    [ttft_p99=S ...]"; they replace the single input/output distribution under load."""
     prefill_tp: int | None = None
     """With `disaggregate`: the prefill replicas' TP (None: `tp`); so `prefill_pp`,
     `prefill_ep`."""
     prefill_pp: int | None = None
     prefill_ep: int | None = None
-    attention_dp: int | None = None
-    """Attention data-parallel groups inside the tensor group (None: the engine's default)."""
-    classes: tuple[str, ...] = ()
-    """Request classes sharing the replica, each "name=N share=S input=DIST output=DIST
-    [ttft_p99=S ...]"; they replace the single input/output distribution under load."""
 
 
 CLASS_SLO_KEYS = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
@@ -336,15 +338,17 @@ def resolve(req: EstimateRequest, catalog: Catalog, calibration: CalibrationSet)
     prefill = None
     if req.disaggregate is not None:
         ptp, ppp, pep = prefill_parallel(req)
-        own = replace(req, tp=ptp, pp=ppp, ep=pep)
+        # One prompt at a time lies in one attention group: the prefill replica attends over
+        # its whole tensor group, and drafts nothing.
+        own = replace(req, tp=ptp, pp=ppp, ep=pep, attention_dp=None)
         try:
             _check_fit(own, arch, acc)
         except SpecError as err:
             raise SpecError(err.message, field=f"prefill_{err.field}") from None
-        prefill = rep if (ptp, ppp, pep) == (req.tp, req.pp, req.ep) else build_replica(
-            arch, device, tp=ptp, pp=ppp, ep=pep, weight_precision=req.precision,
-            kv_precision=req.kv_precision, kv_offload=host is not None,
-            tokens_per_step=budget, attn_dp=req.attention_dp)
+        prefill = build_replica(arch, device, tp=ptp, pp=ppp, ep=pep,
+                                weight_precision=req.precision, kv_precision=req.kv_precision,
+                                kv_offload=host is not None, tokens_per_step=budget,
+                                attn_dp=1)
     return Resolved(rep, spec, engine, eff, host, prefill)
 
 

@@ -43,16 +43,17 @@ TOKENS_PER_MILLION = 1e6
 DISAGGREGATION = (
     "a disaggregated unit is P prefill and D decode replicas of one accelerator type and one "
     "weight format, each pool with its own parallelism (options.pd_parallelism: independent) "
-    "or one for both (shared): prompts queue for the prefill pool (M/G/c) and run alone at "
-    "the unit's prefill chunk, each chunk through a replica's pipeline stages one after "
-    "another while the stages hold one prompt each (a prompt takes its time through every "
-    "stage, and a replica finishes one every that time over its stages); the KV cache then "
-    "crosses to the decode pool, which runs "
-    "decode-only steps up to its batch limit; the KV link is the scale-up link when the unit "
-    "fits in one scale-up domain (it is then placed in one), else the NICs, each accelerator "
-    "of the smaller replica carrying its own shard; the transfer adds to end-to-end "
-    "latency, not to TTFT or TPOT; a unit's goodput is the highest rate over both pools that "
-    "meets the SLO, and the ratios searched are options.pd_ratios")
+    "or one for both (shared); attention data parallelism only in the decode pool: prompts "
+    "queue for the prefill pool (M/G/c) and run alone at the unit's prefill chunk, with "
+    "attention over a replica's whole tensor group, each chunk through a replica's pipeline "
+    "stages one after another while the stages hold one prompt each (a prompt takes its time "
+    "through every stage, and a replica finishes one every that time over its stages); the "
+    "KV cache then crosses to the decode pool, which runs decode-only steps up to its batch "
+    "limit; the KV link is the scale-up link when the unit fits in one scale-up domain (it is "
+    "then placed in one), else the NICs, each accelerator of the smaller replica carrying its "
+    "own shard; the transfer adds to end-to-end latency, not to TTFT or TPOT; a unit's "
+    "goodput is the highest rate over both pools that meets the SLO, and the ratios searched "
+    "are options.pd_ratios")
 
 
 class _Out(BaseModel):
@@ -372,16 +373,18 @@ def _pools(ch: Choice, units: int) -> Disaggregated | None:
     replicas."""
     if ch.kv_link is None:
         return None
-    def pool(per_unit: int, par: tuple[int, int, int], max_batch: int | None,
+    def pool(per_unit: int, par: tuple[int, int, int, int], max_batch: int | None,
              chunk: int | None) -> PoolOut:
-        tp, pp, ep = par
+        tp, pp, ep, adp = par
         return PoolOut(replicas=units * per_unit, per_unit=per_unit, tp=tp, pp=pp, ep=ep,
-                       attention_dp=ch.attn_dp, precision=ch.precision, max_batch=max_batch,
+                       attention_dp=adp, precision=ch.precision, max_batch=max_batch,
                        prefill_chunk=chunk)
 
+    # A prefill replica runs one prompt at a time, with attention over its whole group.
     return Disaggregated(
-        units=units, prefill=pool(ch.n_prefill, ch.prefill_tp_pp_ep, None, ch.prefill_chunk),
-        decode=pool(ch.n_decode, (ch.tp, ch.pp, ch.ep), ch.max_batch, None),
+        units=units,
+        prefill=pool(ch.n_prefill, (*ch.prefill_tp_pp_ep, 1), None, ch.prefill_chunk),
+        decode=pool(ch.n_decode, (ch.tp, ch.pp, ch.ep, ch.attn_dp), ch.max_batch, None),
         kv_link=ch.kv_path,  # type: ignore[arg-type]
         kv_link_bandwidth_bytes_s=float(np.asarray(ch.kv_link.bandwidth_bytes_s)))
 

@@ -4,13 +4,14 @@ can weigh both.
 
 A unit is a pool ratio from `SearchSpace.pd_ratios` and two rows of the family's grid, one per
 pool, that share the weight format and the prefill chunk (the engine's token budget) but may
-differ in parallelism (TP, PP, EP): a prompt's prefill is one long compute-bound step whose
-time falls with every accelerator added, while decode streams the weights and KV cache, so
-the two pools are often best split differently (DistServe chooses each phase's parallelism
-apart for this reason). The prefill pool runs its row's chunk; the decode pool the largest
-batch limit listed (see `search` on why). A unit counts n_p x (its prefill replica's tp x pp)
-+ n_d x (its decode replica's tp x pp) accelerators, which is how the report counts them and
-the packer places them.
+differ in parallelism (TP, PP, EP; attention data parallelism only in the decode pool, as a
+prefill replica runs one prompt at a time, which lies in one attention group): a prompt's
+prefill is one long compute-bound step whose time falls with every accelerator added, while
+decode streams the weights and KV cache, so the two pools are often best split differently
+(DistServe chooses each phase's parallelism apart for this reason). The prefill pool runs its
+row's chunk; the decode pool the largest batch limit listed (see `search` on why). A unit
+counts n_p x (its prefill replica's tp x pp) + n_d x (its decode replica's tp x pp)
+accelerators, which is how the report counts them and the packer places them.
 
 KV link: a unit that fits in one scale-up domain is placed in one (the packer gets it as one
 group) and ships KV caches over the scale-up link; a larger one uses the NICs. Each of a
@@ -71,7 +72,8 @@ class Units:
     pp: np.ndarray
     ep: np.ndarray
     attn_dp: np.ndarray
-    """Attention data-parallel groups inside each replica's tensor group (both pools')."""
+    """Attention data-parallel groups inside each decode replica's tensor group (a prefill
+    replica runs one prompt at a time, with attention over its whole group)."""
     prefill_tp: np.ndarray
     """The prefill replicas' parallelism."""
     prefill_pp: np.ndarray
@@ -147,17 +149,37 @@ def _ttft_alone_meets(pools: Pools, buckets: list[BucketLoad]) -> BoolArray:
     return meets
 
 
-def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
-                ) -> tuple[FloatArray, FloatArray]:
-    """(rows, buckets): requests/s one prefill replica and one decode replica of each fitting
-    row sustain alone: the prefill replica 0 where a prompt alone misses a TTFT objective,
-    the decode replica at the largest batch whose step meets the bucket's tightest TPOT
-    objective (0 where not even one sequence does)."""
+@dataclass(frozen=True)
+class _PoolRates:
+    """What the screen knows of each fitting row's replicas as one pool or the other."""
+
+    prefill_rps: FloatArray
+    """(rows, buckets): requests/s one prefill replica sustains alone; 0 where its weights do
+    not fit or a prompt alone misses a TTFT objective."""
+    decode_rps: FloatArray
+    """(rows, buckets): requests/s one decode replica sustains at the largest batch whose
+    step meets the bucket's tightest TPOT objective; 0 where not even one sequence does."""
+    prompt_alone: FloatArray
+    """(percentiles, rows, buckets): a prompt alone on a prefill replica, at each of
+    `QUANTILES` of the prompt lengths (s)."""
+    step_one: FloatArray
+    """(rows, buckets): a decode step of one sequence (s)."""
+
+
+def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]) -> _PoolRates:
+    """Each fitting row of `sc` as a prefill and as a decode replica, on every bucket. A
+    prefill replica runs one prompt at a time, which lies in one attention group, so it is
+    priced with attention over its whole tensor group (attention data parallelism pays for
+    the many sequences of a decode batch)."""
     g = sc.grid
     rows, nb = int(g["tp"].size), len(buckets)
     prefill_rps, decode_rps = np.zeros((rows, nb)), np.zeros((rows, nb))
+    prompt_alone = np.zeros((len(QUANTILES), rows, nb))
+    step_one = np.zeros((rows, nb))
     col = {k: v[:, np.newaxis] for k, v in g.items()}
     rep = replica_of(family, col)
+    rep_p = rep if np.all(g["attn_dp"] == 1) else \
+        replica_of(family, {**col, "attn_dp": np.ones_like(col["attn_dp"])})
     by_hit: dict[float, list[int]] = {}
     for k, b in enumerate(buckets):
         by_hit.setdefault(b.load.prefix_hit, []).append(k)
@@ -166,7 +188,7 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
         load = stack_loads([buckets[k].load for k in ks])
         # No batch limit: the screen ranks replicas as `search.screen` does, whatever limits
         # are listed.
-        pools = Pools.of(rep, rep, load, n_prefill=1.0, n_decode=1.0,
+        pools = Pools.of(rep_p, rep, load, n_prefill=1.0, n_decode=1.0,
                          link=KvLink(1.0, 0.0), max_batch=np.inf,
                          token_budget=col["prefill_chunk"])
         bound = np.array([_tpot_bound(buckets[k].slo) for k in ks])
@@ -180,26 +202,68 @@ def _pool_rates(family: Family, sc: Screen, buckets: list[BucketLoad]
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
         batch = np.where(meets_full, pools.slots, lo)
         tau = decode_step(rep, batch, pools.ctx)
-        meets_one = decode_step(rep, np.ones_like(batch), pools.ctx) <= bound
-        fits = pools.fits
-        prefill_rps[:, ks] = np.where(fits & _ttft_alone_meets(pools, [buckets[k] for k in ks]),
+        one = np.broadcast_to(decode_step(rep, np.ones_like(batch), pools.ctx), (rows, len(ks)))
+        prefill_fits = np.broadcast_to(rep_p.memory.fits, (rows, 1))
+        decode_fits = np.broadcast_to(rep.memory.fits, (rows, 1))
+        prefill_rps[:, ks] = np.where(prefill_fits
+                                      & _ttft_alone_meets(pools, [buckets[k] for k in ks]),
                                       1.0 / pools.s_p, 0.0)
-        decode_rps[:, ks] = np.where(fits & meets_one,
+        decode_rps[:, ks] = np.where(decode_fits & (one <= bound),
                                      batch / (np.maximum(pools.steps, 1.0) * tau), 0.0)
-    return prefill_rps, decode_rps
+        prompt_alone[:, :, ks] = np.broadcast_to(pools.t_at, (len(QUANTILES), rows, len(ks)))
+        step_one[:, ks] = one
+    return _PoolRates(prefill_rps, decode_rps, prompt_alone, step_one)
 
 
-def _pairs(g: dict[str, np.ndarray], shared: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Every (prefill row, decode row) of the screened grid `g` that shares the weight format,
-    the prefill chunk and the attention data-parallel groups (with `shared`, the same row),
-    ordered by prefill row then decode row."""
-    same = np.ones((g["tp"].size, g["tp"].size), dtype=bool)
-    for axis in ("precision", "prefill_chunk", "attn_dp"):
+def _e2e_alone_meets(rates: _PoolRates, p_row: np.ndarray, d_row: np.ndarray,
+                     buckets: list[BucketLoad]) -> BoolArray:
+    """(pairs, buckets): whether one request alone, its prompt on the pair's prefill row and
+    its output on the decode row, meets each end-to-end objective (the KV transfer left out:
+    a floor)."""
+    names = list(QUANTILES)
+    meets = np.ones((p_row.size, len(buckets)), dtype=bool)
+    for k, b in enumerate(buckets):
+        for metric, pct, bound in b.slo.items():
+            if metric != "e2e":
+                continue
+            tokens = max(float(b.load.output_len.quantile(QUANTILES[pct])) - 1.0, 0.0)
+            alone = rates.prompt_alone[names.index(pct), p_row, k] \
+                + tokens * rates.step_one[d_row, k]
+            meets[:, k] &= alone <= bound
+    return meets
+
+
+def _pairs(g: dict[str, np.ndarray], shared: bool
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (prefill row, decode row) of the screened grid `g` that shares the weight format
+    and the prefill chunk, ordered by prefill row then decode row, and which of them keep one
+    parallelism (TP, PP, EP) for both pools (with `shared`, only those). A prefill replica
+    runs without attention data parallelism, so of rows that differ only in it the first
+    stands for them all as a prefill row."""
+    key = _parallelism_key(g)
+    _keys, first = np.unique(key, return_index=True)
+    prefill = np.zeros(key.size, dtype=bool)
+    prefill[first] = True
+    same = prefill[:, np.newaxis] & np.ones((key.size, key.size), dtype=bool)
+    for axis in ("precision", "prefill_chunk"):
         same &= g[axis][:, np.newaxis] == g[axis][np.newaxis, :]
+    one = key[:, np.newaxis] == key[np.newaxis, :]
     if shared:
-        same &= np.eye(same.shape[0], dtype=bool)
+        same &= one
     p_row, d_row = np.nonzero(same)
-    return p_row, d_row
+    return p_row, d_row, one[p_row, d_row]
+
+
+def _parallelism_key(g: dict[str, np.ndarray]) -> np.ndarray:
+    """One integer per row of `g` for its format, TP, PP, EP and prefill chunk (all but its
+    attention groups and batch limit)."""
+    codes, sizes = [], []
+    for axis in ("precision", "tp", "pp", "ep", "prefill_chunk"):
+        values, code = np.unique(g[axis].astype(str) if axis == "precision" else g[axis],
+                                 return_inverse=True)
+        codes.append(code.reshape(-1))
+        sizes.append(max(values.size, 1))
+    return np.asarray(np.ravel_multi_index(codes, sizes), dtype=np.int64)
 
 
 def _best(score: FloatArray, size: np.ndarray, few: int, among: BoolArray) -> set[int]:
@@ -224,20 +288,20 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     g = sc.grid
     rows, nb = int(g["tp"].size), len(buckets)
     ratios = np.array(space.pd_ratios, dtype=np.int64).reshape(-1, 2)
-    p_row, d_row = _pairs(g, space.pd_parallelism == "shared")
+    p_row, d_row, shared_row = _pairs(g, space.pd_parallelism == "shared")
     n_pairs, n_ratios = int(p_row.size), int(ratios.shape[0])
     if rows == 0 or nb == 0 or ratios.size == 0:
         return _empty(family, nb, n_pairs * n_ratios * nb, space.pd_ratios)
-    prefill_rps, decode_rps = _pool_rates(family, sc, buckets)
+    rates = _pool_rates(family, sc, buckets)
     n_p = ratios[:, 0].astype(float)[np.newaxis, :, np.newaxis]         # (1, ratios, 1)
     n_d = ratios[:, 1].astype(float)[np.newaxis, :, np.newaxis]
-    cap = np.minimum(n_p * prefill_rps[p_row][:, np.newaxis],
-                     n_d * decode_rps[d_row][:, np.newaxis])             # (pairs, ratios, B)
+    cap = np.minimum(n_p * rates.prefill_rps[p_row][:, np.newaxis],
+                     n_d * rates.decode_rps[d_row][:, np.newaxis])       # (pairs, ratios, B)
     cost = (sc.cost_usd_h[p_row][:, np.newaxis, np.newaxis] * n_p
             + sc.cost_usd_h[d_row][:, np.newaxis, np.newaxis] * n_d)
     # Each pool's own floor is in its rate (a prompt alone meets the TTFT objectives; one
-    # sequence decodes within the TPOT objective).
-    ok = cap > 0
+    # sequence decodes within the TPOT objective); the pair's is one request's end to end.
+    ok = (cap > 0) & _e2e_alone_meets(rates, p_row, d_row, buckets)[:, np.newaxis]
     score = np.where(ok, cost / np.maximum(cap, 1e-300), np.inf)    # (pairs, ratios, buckets)
     size = (sc.devices[p_row][:, np.newaxis] * ratios[np.newaxis, :, 0]
             + sc.devices[d_row][:, np.newaxis] * ratios[np.newaxis, :, 1]).reshape(-1)
@@ -246,7 +310,7 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     # and those of the units whose pools share a row, so that the exact pass prices whatever
     # `pd_parallelism: shared` would (letting the pools differ cannot drop a unit it keeps).
     flat = score.reshape(n_pairs * n_ratios, nb)
-    diagonal = np.repeat(p_row == d_row, n_ratios)
+    diagonal = np.repeat(shared_row, n_ratios)
     everything = np.ones(flat.shape[0], dtype=bool)
     chosen = _best(flat, size, space.shortlist, everything) \
         | _best(flat, size, space.shortlist, diagonal)
@@ -254,6 +318,8 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     pair, which = np.divmod(keep, n_ratios)
     row_p, row_d = p_row[pair], d_row[pair]
     sel_p = {k: v[row_p] for k, v in g.items()}
+    # A prefill replica runs one prompt at a time: attention over its whole tensor group.
+    sel_p["attn_dp"] = np.ones_like(sel_p["attn_dp"])
     sel = {k: v[row_d] for k, v in g.items()}
     u_p, u_d = ratios[which, 0], ratios[which, 1]
     dev_p, dev_d = sc.devices[row_p], sc.devices[row_d]
@@ -285,7 +351,7 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     with np.errstate(divide="ignore"):
         per_rps = np.where(gp > 0, cost_u[:, np.newaxis] / gp, np.inf)
     useful = np.zeros(n_units, dtype=bool)
-    for among in (np.ones(n_units, dtype=bool), row_p == row_d):
+    for among in (np.ones(n_units, dtype=bool), shared_row[pair]):
         for k in range(nb):
             order = np.lexsort((np.arange(n_units), per_rps[:, k]))
             good = order[among[order] & np.isfinite(per_rps[order, k])]

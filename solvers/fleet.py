@@ -80,7 +80,8 @@ class Choice:
     """A disaggregated unit's prefill replicas' (tp, pp, ep); tp, pp and ep above are then its
     decode replicas'. None: as tp, pp and ep."""
     attn_dp: int = 1
-    """Attention data-parallel groups inside the tensor group (of both pools of a unit)."""
+    """Attention data-parallel groups inside the tensor group (a unit's decode replicas';
+    its prefill replicas run one prompt at a time, with attention over the whole group)."""
 
     @property
     def disaggregated(self) -> bool:
@@ -172,9 +173,8 @@ def _choice_name(c: Candidates, j: int) -> str:
 def _unit_name(u: Units, j: int) -> str:
     """family/format/parallelism/pdP:D/bB/cC; the parallelism is one for both pools when they
     share it, else the prefill pool's and the decode pool's (pTPxPP-dTPxPP)."""
-    adp = int(u.attn_dp[j])
-    decode = _par_name(u.tp[j], u.pp[j], u.ep[j], adp)
-    prefill = _par_name(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j], adp)
+    decode = _par_name(u.tp[j], u.pp[j], u.ep[j], u.attn_dp[j])
+    prefill = _par_name(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j], 1)
     pools = decode if prefill == decode else f"p{prefill}-d{decode}"
     return (f"{u.family.key}/{u.precision[j]}/{pools}/pd{u.n_prefill[j]}:{u.n_decode[j]}"
             f"/b{u.max_batch[j]}/c{u.prefill_chunk[j]}")
@@ -393,9 +393,9 @@ def _row(ch: Choice) -> dict[str, object]:
 
 
 def _prefill_row(ch: Choice) -> dict[str, object]:
-    """The grid row of a unit's prefill replica, but its batch limit."""
+    """The grid row of a unit's prefill replica, but its batch limit (one attention group)."""
     tp, pp, ep = ch.prefill_tp_pp_ep
-    return {**_row(ch), "tp": tp, "pp": pp, "ep": ep}
+    return {**_row(ch), "tp": tp, "pp": pp, "ep": ep, "attn_dp": 1}
 
 
 def _fields(result: Candidates | Units) -> dict[str, Any]:
@@ -593,7 +593,7 @@ def _recheck(families: list[Family], choices: list[Choice], buckets: list[Bucket
         if c not in replicas:
             fam = by_key[ch.family]
             replicas[c] = replica_of(fam, _row(ch))
-            prefill[c] = replicas[c] if ch.prefill_parallel is None \
+            prefill[c] = replicas[c] if _prefill_row(ch) == _row(ch) \
                 else replica_of(fam, _prefill_row(ch))
         bucket = buckets[b]
         rates = np.array([max(f * capacity[c, b], 1e-9) for _, f in routed])

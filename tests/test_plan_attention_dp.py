@@ -94,3 +94,30 @@ def test_attention_groups_halve_the_fleet_where_the_cache_binds(catalog: Catalog
     head, rows = allocation_rows(both_result.report)
     assert rows[0][head.index("attention dp")] == "8"
     assert "attention dp" not in allocation_rows(alone_result.report)[0]
+
+
+def test_a_unit_decodes_in_attention_groups_and_prefills_without(catalog: Catalog) -> None:
+    """Disaggregated, with 8 attention groups listed: the decode replica runs them (its batch
+    is many sequences, each in one group), the prefill replica attends over its whole TP 8
+    group (a prompt at a time lies in one group); the report says so per pool, and `estimate
+    --attention-dp 8 --disaggregate 1:1` prices the unit as the plan's re-check did."""
+    report = api.plan(_spec(14, "  attention_dp: [8]\n  disaggregation: on"),
+                      catalog=catalog).to_dict()
+    assert report["status"] == "optimal"
+    (alloc,) = report["allocations"]
+    pools = alloc["disaggregated"]
+    assert (pools["prefill"]["attention_dp"], pools["decode"]["attention_dp"]) == (1, 8)
+    assert alloc["attention_dp"] == 8
+    (route,) = alloc["routes"]
+    prefill, decode = pools["prefill"], pools["decode"]
+    est = api.estimate("deepseek-v3", "h200", input_len=2000, output_len=500,
+                       input_dist="lognormal:2000:1000", output_dist="lognormal:500:250",
+                       tp=decode["tp"], pp=decode["pp"], ep=decode["ep"], precision="fp8",
+                       max_batch=alloc["max_batch"], prefill_chunk=alloc["prefill_chunk"],
+                       rate_rps=route["rate_rps"], attention_dp=8,
+                       disaggregate=f"{prefill['per_unit']}:{decode['per_unit']}",
+                       prefill_tp=prefill["tp"], prefill_pp=prefill["pp"],
+                       prefill_ep=prefill["ep"], catalog=catalog).report["disaggregated"]
+    assert est["kv_link_bandwidth_bytes_s"] == pools["kv_link_bandwidth_bytes_s"]
+    assert est["latency"]["ttft_s"]["p99"] == pytest.approx(route["ttft_p99_s"], rel=1e-9)
+    assert est["latency"]["tpot_s"]["p99"] == pytest.approx(route["tpot_p99_s"], rel=1e-9)

@@ -433,6 +433,10 @@ def test_estimate_reproduces_a_planned_unit(catalog: Catalog) -> None:
     (["--prefill-tp", "2"], "prefill_tp", "needs --disaggregate"),
     (["--disaggregate", "1:1", "--prefill-tp", "3"], "prefill_tp", "does not divide"),
     (["--disaggregate", "1:1", "--prefill-pp", "0"], "prefill_pp", "must be >= 1"),
+    # The decode replicas' attention groups do not bind the prefill replicas, which attend
+    # over their whole tensor group: TP 3 is checked against the 32 heads on its own.
+    (["--tp", "8", "--attention-dp", "2", "--disaggregate", "1:1", "--prefill-tp", "3"],
+     "prefill_tp", "does not divide the 32 attention heads"),
 ])
 def test_bad_prefill_parallelism_is_a_located_error(args: list[str], field: str,
                                                     says: str) -> None:
@@ -470,3 +474,18 @@ def test_compare_plots_and_sheets_mark_the_pools(catalog: Catalog) -> None:
     assert table[0] == ALLOCATION_HEADER
     assert sorted(str(row[column]) for row in table[1:-1]) == sorted(
         pools if a is unit else "None" for a in report["allocations"])
+
+
+def test_prefill_replicas_attend_over_their_whole_group() -> None:
+    """Decode replicas of TP 2 in 2 attention groups, prefill replicas of TP 1: a prompt alone
+    lies in one group, so the prefill replica has no attention groups of its own (TP 1 could
+    not hold 2); the command prices it."""
+    code = "from fleetplan.plan.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "estimate", "--model", "llama-3.1-8b", "--accelerator",
+         "h100-sxm", "--input-len", "1000", "--output-len", "100", "--rate", "1", "--tp", "2",
+         "--attention-dp", "2", "--disaggregate", "1:1", "--prefill-tp", "1", "--format",
+         "json"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    dis = json.loads(result.stdout)["disaggregated"]
+    assert (dis["prefill_tp"], dis["stable"]) == (1, True)
