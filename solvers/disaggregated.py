@@ -307,8 +307,9 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
             + sc.devices[d_row][:, np.newaxis] * ratios[np.newaxis, :, 1]).reshape(-1)
 
     # ---- Shortlist: per bucket the best few units by score, and the best of each unit size;
-    # and those of the units whose pools share a row, so that the exact pass prices whatever
-    # `pd_parallelism: shared` would (letting the pools differ cannot drop a unit it keeps).
+    # and those of the units whose pools share one parallelism, so that the exact pass prices
+    # whatever `pd_parallelism: shared` would (letting the pools differ cannot drop a unit it
+    # keeps).
     flat = score.reshape(n_pairs * n_ratios, nb)
     diagonal = np.repeat(shared_row, n_ratios)
     everything = np.ones(flat.shape[0], dtype=bool)
@@ -347,7 +348,7 @@ def search_units(family: Family, buckets: list[BucketLoad], space: SearchSpace,
     cost_u = sc.cost_usd_h[row_p] * u_p + sc.cost_usd_h[row_d] * u_d
     # ---- What the mix gets: per bucket the best few by exact cost per request/s, and the best
     # of each smaller unit size (the rest would only lengthen the mix's solve); again also
-    # those the units whose pools share a row would give it.
+    # those the units whose pools share one parallelism would give it.
     with np.errstate(divide="ignore"):
         per_rps = np.where(gp > 0, cost_u[:, np.newaxis] / gp, np.inf)
     useful = np.zeros(n_units, dtype=bool)
