@@ -172,7 +172,7 @@ def _choice_name(c: Candidates, j: int) -> str:
 
 def _unit_name(u: Units, j: int) -> str:
     """family/format/parallelism/pdP:D/bB/cC; the parallelism is one for both pools when they
-    share it, else the prefill pool's and the decode pool's (pTPxPP-dTPxPP)."""
+    share it, else the prefill pool's and the decode pool's ("ptp4pp4-dtp4pp1")."""
     decode = _par_name(u.tp[j], u.pp[j], u.ep[j], u.attn_dp[j])
     prefill = _par_name(u.prefill_tp[j], u.prefill_pp[j], u.prefill_ep[j], 1)
     pools = decode if prefill == decode else f"p{prefill}-d{decode}"
