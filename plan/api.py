@@ -283,8 +283,8 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
              acceptance: Any, draft_model: Any, rate_rps: Any, arrival: Any, arrival_cv: Any,
              input_dist: Any, output_dist: Any, prefix_hit: Any,
              disaggregate: Any, attention_dp: Any = None,
-             classes: Any = None, prefill: tuple[Any, Any, Any] = (None, None, None)
-             ) -> EstimateRequest:
+             classes: Any = None, prefill: tuple[Any, Any, Any] = (None, None, None),
+             kv_link: Any = "scale-out") -> EstimateRequest:
     """Arguments checked for type and normalised (ints as ints, floats as floats), so that
     the report is the CLI's whatever numeric types the caller used."""
     if scenario not in SCENARIOS:
@@ -312,7 +312,7 @@ def _request(model: Any, accelerator: Any, input_len: Any, output_len: Any, coun
         classes=_texts(classes, "classes"),
         prefill_tp=_whole_or_none(prefill[0], "prefill_tp"),
         prefill_pp=_whole_or_none(prefill[1], "prefill_pp"),
-        prefill_ep=_whole_or_none(prefill[2], "prefill_ep"))
+        prefill_ep=_whole_or_none(prefill[2], "prefill_ep"), kv_link=_text(kv_link, "kv_link"))
 
 
 def _texts(value: Any, name: str) -> tuple[str, ...]:
@@ -340,6 +340,7 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
              prefix_hit: float = 0.0, trace: str | Path | None = None,
              disaggregate: str | None = None, prefill_tp: int | None = None,
              prefill_pp: int | None = None, prefill_ep: int | None = None,
+             kv_link: str = "scale-out",
              attention_dp: int | None = None, classes: Sequence[str] | None = None,
              calibration: str | Path | CalibrationSet | None = None,
              catalog: Catalog | None = None) -> EstimateResult:
@@ -401,6 +402,9 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
     prefill_tp, prefill_pp, prefill_ep : int, optional
         With `disaggregate`: the prefill replicas' parallelism (default: `tp`, `pp`, `ep`,
         which the decode replicas run), as a ``fleetplan plan`` unit may split its pools.
+    kv_link : {"scale-out", "scale-up"}
+        With `disaggregate`: the KV caches over the NICs, or over the scale-up link (a unit
+        in one scale-up domain, as ``fleetplan plan`` places one that fits).
     attention_dp : int, optional
         Attention data-parallel groups inside the tensor group (divides `tp`): each group
         attends for its own sequences; default: the engine's choice (one group, unless the
@@ -431,7 +435,8 @@ def estimate(model: str, accelerator: str, *, input_len: int, output_len: int,
                    kv_precision, max_batch if max_batch is not None else batch, scenario,
                    engine, prefill_chunk, kv_offload, draft_len, acceptance, draft_model,
                    rate_rps, arrival, arrival_cv, input_dist, output_dist, prefix_hit,
-                   disaggregate, attention_dp, classes, (prefill_tp, prefill_pp, prefill_ep))
+                   disaggregate, attention_dp, classes, (prefill_tp, prefill_pp, prefill_ep),
+                   kv_link)
     if trace is not None:
         req = trace_request(req, read_trace(Path(trace)))
     return EstimateResult.of(req, run_estimate(req, cat, _calibration(cat, calibration)))

@@ -272,6 +272,9 @@ def estimate(
         help="With --disaggregate: the prefill replicas' PP (default --pp).")] = None,
     prefill_ep: Annotated[int | None, typer.Option(
         help="With --disaggregate: the prefill replicas' EP (default --ep).")] = None,
+    kv_link: Annotated[str, typer.Option(
+        help="With --disaggregate: scale-out (KV caches over the NICs) or scale-up (the "
+             "unit in one scale-up domain).")] = "scale-out",
     attention_dp: AttnDpOpt = None, classes: ClassOpt = None,
     calibration: CalibOpt = None, fmt: FormatOpt = Format.table, out: OutOpt = None,
     plot: Annotated[Path | None, typer.Option(
@@ -296,6 +299,7 @@ def estimate(
                           arrival_cv=cv, input_dist=input_dist, output_dist=output_dist,
                           prefix_hit=prefix_hit, trace=trace, disaggregate=disaggregate,
                           prefill_tp=prefill_tp, prefill_pp=prefill_pp, prefill_ep=prefill_ep,
+                          kv_link=kv_link,
                           attention_dp=attention_dp, classes=classes,
                           calibration=calibration, catalog=catalog)
     report, rate = dict(result.report), result.request.rate_rps

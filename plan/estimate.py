@@ -93,6 +93,9 @@ class EstimateRequest:
     `prefill_ep`."""
     prefill_pp: int | None = None
     prefill_ep: int | None = None
+    kv_link: str = "scale-out"
+    """With `disaggregate`: "scale-out" (the KV caches over the NICs) or "scale-up" (the unit
+    lies in one scale-up domain, as `fleetplan plan` places a unit that fits in one)."""
 
 
 CLASS_SLO_KEYS = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
@@ -242,6 +245,11 @@ def _check(req: EstimateRequest) -> None:
         raise SpecError(f"must be >= 0, got {req.draft_len}", field="draft_len")
     if req.disaggregate is not None and req.rate_rps is None:
         raise SpecError("needs --rate: the pools serve a request stream", field="disaggregate")
+    if req.kv_link not in ("scale-out", "scale-up"):
+        raise SpecError(f"must be scale-out or scale-up, got {req.kv_link!r}", field="kv_link")
+    if req.kv_link != "scale-out" and req.disaggregate is None:
+        raise SpecError("needs --disaggregate: it is the link between the pools",
+                        field="kv_link")
     for name in ("prefill_tp", "prefill_pp", "prefill_ep"):
         value = getattr(req, name)
         if value is None:
@@ -496,19 +504,20 @@ def run_estimate(req: EstimateRequest, catalog: Catalog, calibration: Calibratio
             n_p, n_d = parse_pools(req.disaggregate)
             prefill = rep if r.prefill is None else r.prefill
             ptp, ppp, pep = prefill_parallel(req)
-            # Over the NICs (no node shape here), each accelerator of the smaller replica
-            # carrying its own shard of the cache, as `fleetplan plan` prices a unit that
-            # spans nodes.
+            # Each accelerator of the smaller replica carries its own shard of the cache, over
+            # its NIC or its scale-up link, as `fleetplan plan` prices a unit.
             fabric = rep.device.fabric
             lanes = min(ptp * ppp, req.tp * req.pp)
-            link = KvLink(fabric.out_bw_bytes_s * lanes, fabric.out_latency_s,
+            up = req.kv_link == "scale-up"
+            link = KvLink((fabric.up_bw_bytes_s if up else fabric.out_bw_bytes_s) * lanes,
+                          fabric.up_latency_s if up else fabric.out_latency_s,
                           fabric.efficiency)
             dis = serve_disaggregated(prefill, rep, workload_of(req, req.rate_rps),
                                       n_prefill=n_p, n_decode=n_d, link=link,
                                       max_batch=req.batch, token_budget=req.prefill_chunk)
             report["disaggregated"] = {"prefill_replicas": n_p, "decode_replicas": n_d,
                                        "prefill_tp": ptp, "prefill_pp": ppp,
-                                       "prefill_ep": pep,
+                                       "prefill_ep": pep, "kv_link": req.kv_link,
                                        "kv_link_bandwidth_bytes_s": link.bandwidth_bytes_s,
                                        **load_report(dis)}
             if not bool(prefill.memory.fits):

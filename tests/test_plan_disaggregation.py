@@ -437,6 +437,8 @@ def test_estimate_reproduces_a_planned_unit(catalog: Catalog) -> None:
     # over their whole tensor group: TP 3 is checked against the 32 heads on its own.
     (["--tp", "8", "--attention-dp", "2", "--disaggregate", "1:1", "--prefill-tp", "3"],
      "prefill_tp", "does not divide the 32 attention heads"),
+    (["--kv-link", "scale-up"], "kv_link", "needs --disaggregate"),
+    (["--disaggregate", "1:1", "--kv-link", "nvlink"], "kv_link", "scale-out or scale-up"),
 ])
 def test_bad_prefill_parallelism_is_a_located_error(args: list[str], field: str,
                                                     says: str) -> None:
@@ -489,3 +491,32 @@ def test_prefill_replicas_attend_over_their_whole_group() -> None:
     assert result.returncode == 0, result.stderr
     dis = json.loads(result.stdout)["disaggregated"]
     assert (dis["prefill_tp"], dis["stable"]) == (1, True)
+
+
+def test_estimate_reproduces_a_unit_inside_one_domain(catalog: Catalog) -> None:
+    """A 3-GPU unit of the 8B spec lies in one node and ships its KV caches over NVLink:
+    `estimate --kv-link scale-up` gives the route's p99s, end to end (which carries the
+    transfer) included; over the NICs the same unit's end to end is longer."""
+    report = _plan(_spec("  disaggregation: on"), catalog)
+    alloc = next(a for a in report["allocations"]
+                 if (a.get("disaggregated") or {}).get("kv_link") == "scale-up")
+    pools = alloc["disaggregated"]
+    route = alloc["routes"][0]
+    prefill, decode = pools["prefill"], pools["decode"]
+
+    def at(kv_link: str) -> dict[str, Any]:
+        out: dict[str, Any] = api.estimate(
+            "llama-3.1-8b", "h100-sxm", input_len=4000, output_len=200, tp=decode["tp"],
+            pp=decode["pp"], precision=alloc["precision"], max_batch=alloc["max_batch"],
+            prefill_chunk=alloc["prefill_chunk"], rate_rps=route["rate_rps"],
+            disaggregate=f"{prefill['per_unit']}:{decode['per_unit']}",
+            prefill_tp=prefill["tp"], prefill_pp=prefill["pp"], kv_link=kv_link,
+            catalog=catalog).report["disaggregated"]
+        return out
+
+    inside, across = at("scale-up"), at("scale-out")
+    assert inside["kv_link_bandwidth_bytes_s"] == pools["kv_link_bandwidth_bytes_s"]
+    for metric in ("ttft", "tpot", "e2e"):
+        assert inside["latency"][f"{metric}_s"]["p99"] == pytest.approx(
+            route[f"{metric}_p99_s"], rel=1e-9)
+    assert across["latency"]["e2e_s"]["p99"] > inside["latency"]["e2e_s"]["p99"]
