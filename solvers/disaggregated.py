@@ -41,6 +41,7 @@ from ..models.inference import Replica
 from ..models.queueing import QUANTILES, Slo, Workload
 from .search import (
     GOODPUT_ITERATIONS,
+    REPLICA_AXES,
     BucketLoad,
     Family,
     Screen,
@@ -49,6 +50,7 @@ from .search import (
     exact_passes,
     idle_power,
     replica_of,
+    row_key,
     rows_at_limits,
     stack_loads,
 )
@@ -240,7 +242,8 @@ def _pairs(g: dict[str, np.ndarray], shared: bool
     parallelism (TP, PP, EP) for both pools (with `shared`, only those). A prefill replica
     runs without attention data parallelism, so of rows that differ only in it the first
     stands for them all as a prefill row."""
-    key = _parallelism_key(g)
+    # Format, TP, PP, EP and prefill chunk: all but the attention groups.
+    key = row_key(g, tuple(a for a in REPLICA_AXES if a != "attn_dp"))
     _keys, first = np.unique(key, return_index=True)
     prefill = np.zeros(key.size, dtype=bool)
     prefill[first] = True
@@ -252,18 +255,6 @@ def _pairs(g: dict[str, np.ndarray], shared: bool
         same &= one
     p_row, d_row = np.nonzero(same)
     return p_row, d_row, one[p_row, d_row]
-
-
-def _parallelism_key(g: dict[str, np.ndarray]) -> np.ndarray:
-    """One integer per row of `g` for its format, TP, PP, EP and prefill chunk (all but its
-    attention groups and batch limit)."""
-    codes, sizes = [], []
-    for axis in ("precision", "tp", "pp", "ep", "prefill_chunk"):
-        values, code = np.unique(g[axis].astype(str) if axis == "precision" else g[axis],
-                                 return_inverse=True)
-        codes.append(code.reshape(-1))
-        sizes.append(max(values.size, 1))
-    return np.asarray(np.ravel_multi_index(codes, sizes), dtype=np.int64)
 
 
 def _best(score: FloatArray, size: np.ndarray, few: int, among: BoolArray) -> set[int]:

@@ -245,18 +245,27 @@ def _replica(family: Family, rows: dict[str, np.ndarray]) -> Replica:
     return replica_of(family, {k: v[:, np.newaxis] for k, v in rows.items()})
 
 
-def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The grid's distinct replicas (format, parallelism and prefill chunk, which set the
-    memory plan and step times; the batch limit does not): the first row of each, and which
-    of them each row is."""
+REPLICA_AXES = ("precision", "tp", "pp", "ep", "attn_dp", "prefill_chunk")
+"""The grid axes that make a replica (its memory plan and step times; the batch limit does
+not)."""
+
+
+def row_key(g: Mapping[str, np.ndarray], axes: tuple[str, ...]) -> np.ndarray:
+    """One integer per row of the grid rows `g`, equal for rows alike on `axes`."""
     codes, sizes = [], []
-    for axis in ("precision", "tp", "pp", "ep", "attn_dp", "prefill_chunk"):
+    for axis in axes:
         values, code = np.unique(g[axis].astype(str) if axis == "precision" else g[axis],
                                  return_inverse=True)
         codes.append(code.reshape(-1))
         sizes.append(max(values.size, 1))
-    key = np.ravel_multi_index(codes, sizes)
-    _keys, first, which = np.unique(key, return_index=True, return_inverse=True)
+    return np.asarray(np.ravel_multi_index(codes, sizes), dtype=np.int64)
+
+
+def _replica_shapes(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's distinct replicas (`REPLICA_AXES`): the first row of each, and which of
+    them each row is."""
+    _keys, first, which = np.unique(row_key(g, REPLICA_AXES), return_index=True,
+                                    return_inverse=True)
     return first, which.reshape(-1)
 
 
@@ -420,7 +429,7 @@ def rows_at_limits(row: dict[str, object], limits: list[int]) -> dict[str, np.nd
     one per batch limit of `limits`."""
     sel = {k: np.repeat(np.asarray([row[k]], dtype=object if k == "precision" else np.int64),
                         len(limits))
-           for k in ("precision", "tp", "pp", "ep", "attn_dp", "prefill_chunk")}
+           for k in REPLICA_AXES}
     sel["max_batch"] = np.asarray(limits, dtype=np.int64)
     return sel
 
